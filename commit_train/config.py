@@ -1,0 +1,280 @@
+"""Typed, validated run configuration loaded from YAML recipes.
+
+A recipe is one YAML file with the sections below; command-line overrides are
+``dotted.key=value`` strings whose value is parsed as YAML (so ``train.steps=10`` is an int
+and ``model.lora.target_modules.llm=[q_proj,v_proj]`` a list). Everything is checked at
+load (unknown keys, wrong types, impossible values) so a long run never dies late on a
+typo; errors name the key and the file.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from commit_train.errors import ConfigError
+
+Tuning = Literal["freeze", "lora", "full"]
+METHODS = (
+    "constant",
+    "feature_cd",
+    "language_cd",
+    "alternating_cd",
+    "commit_sched",
+    "commit_clr",
+    "commit",
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EncoderConfig(_Section):
+    """The media encoder of a composite model built from parts."""
+
+    type: Literal["hf", "efficientnet_lite0", "whisper_encoder"] = Field(
+        "hf", description="hf: any AutoModel vision/audio encoder dir or id; or a wrapper"
+    )
+    path: str | None = Field(None, description="local dir or HF id (hf, whisper_encoder)")
+    image_size: int = Field(112, ge=16, le=1024, description="input side in pixels (image)")
+    feature_layer: int = Field(-1, description="hidden layer whose output is used (hf)")
+    drop_cls: bool = Field(False, description="drop the first (CLS) token (hf ViT/CLIP)")
+
+
+class ProjectorConfig(_Section):
+    type: Literal["mlp", "linear"] = "mlp"
+    hidden_size: int | None = Field(None, ge=1, description="MLP width; default = LLM width")
+    num_layers: int = Field(2, ge=1, le=8)
+    activation: Literal["gelu", "relu", "silu"] = "gelu"
+    downsample: int = Field(1, ge=1, le=64, description="concatenate k adjacent tokens")
+
+
+class LoraConfig(_Section):
+    r: int = Field(16, ge=1, le=1024)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: dict[Literal["encoder", "llm"], list[str]] = Field(
+        default_factory=lambda: {
+            "encoder": ["q_proj", "k_proj", "v_proj", "query", "key", "value"],
+            "llm": ["q_proj", "k_proj", "v_proj", "o_proj"],
+        }
+    )
+
+
+class TuningConfig(_Section):
+    encoder: Tuning = "full"
+    projector: Literal["freeze", "full"] = "full"
+    llm: Tuning = "lora"
+
+
+class ModelConfig(_Section):
+    """Either ``path`` (a saved model dir or HF id) or the parts of a composite model."""
+
+    family: Literal["auto", "composite", "llava", "blip2", "qwen2_audio"] = "auto"
+    path: str | None = Field(None, description="saved model dir or HF id")
+    modality: Literal["image", "audio"] = "image"
+    encoder: EncoderConfig | None = None
+    llm: str | None = Field(None, description="causal LM dir or HF id (composite)")
+    projector: ProjectorConfig = Field(default_factory=ProjectorConfig)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    projector_side: Literal["encoder", "llm"] = "encoder"
+    side_prefixes: dict[Literal["encoder", "projector", "llm"], list[str]] | None = Field(
+        None, description="parameter-name prefixes for an architecture we do not know"
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    @model_validator(mode="after")
+    def _source(self) -> ModelConfig:
+        if self.path is None and (self.encoder is None or self.llm is None):
+            raise ValueError("set model.path, or both model.encoder and model.llm")
+        if self.path is not None and (self.encoder is not None or self.llm is not None):
+            raise ValueError("model.path and model.encoder/model.llm are exclusive")
+        return self
+
+
+class DataConfig(_Section):
+    train: str = Field(..., description="canonical JSONL file, or builtin:<name>")
+    val: str | None = Field(None, description="JSONL for validation loss")
+    root: str | None = Field(None, description="media root; default: the JSONL's folder")
+    max_length: int = Field(256, ge=8, le=32768, description="tokens incl. media tokens")
+    skip_bad: bool = Field(False, description="skip and count bad records instead of failing")
+    system_prompt: str | None = None
+    max_train_records: int | None = Field(None, ge=1)
+    max_val_records: int | None = Field(None, ge=1)
+
+
+class TrainConfig(_Section):
+    steps: int = Field(200, ge=1, description="optimizer steps")
+    batch_size: int = Field(8, ge=1, description="per process, per micro-batch")
+    grad_accum: int = Field(1, ge=1)
+    lr_encoder: float = Field(1e-4, ge=0)
+    lr_llm: float = Field(2e-4, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = Field(10, ge=0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    eval_every: int = Field(50, ge=0, description="steps between val losses; 0 = end only")
+    eval_batches: int | None = Field(None, ge=1)
+    save_every: int = Field(50, ge=0, description="steps between checkpoints; 0 = end only")
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(1, ge=1)
+    output_dir: str = "runs/default"
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.warmup_steps >= self.steps and self.steps > 1:
+            raise ValueError(
+                f"train.warmup_steps ({self.warmup_steps}) must be below train.steps ({self.steps})"
+            )
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError("train.betas must lie in [0, 1)")
+        return self
+
+
+class BalanceConfig(_Section):
+    """κ probe, coordinated scheduler and aux loss (METHOD.md §2-§4)."""
+
+    probe_every: int = Field(10, ge=1)
+    probe_size: int = Field(4, ge=1)
+    epsilon: float = Field(1e-8, gt=0)
+    signal: Literal["share", "kappa"] = "share"
+    update_every: int = Field(50, ge=1)
+    window: int = Field(5, ge=1, description="probes averaged into the signal")
+    s_target: float = Field(0.5, gt=0, lt=1)
+    gain: float = Field(1.0, gt=0)
+    r_min: float = Field(0.01, gt=0)
+    r_max: float = Field(100.0, gt=0)
+    aux: str = "self_distill"
+    aux_weight: float = Field(0.1, ge=0, description="λ")
+    aux_temperature: float = Field(0.5, gt=0, description="τ")
+    cd_period: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> BalanceConfig:
+        if self.r_min > self.r_max:
+            raise ValueError(f"balance.r_min ({self.r_min}) > balance.r_max ({self.r_max})")
+        return self
+
+
+class TrackingConfig(_Section):
+    uri: str | None = Field(None, description="MLflow URI; default: $MLFLOW_TRACKING_URI or local sqlite")
+    experiment: str = "commit"
+    run_name: str | None = None
+    enabled: bool = True
+    log_model: bool = True
+    flush_every_s: float = Field(2.0, gt=0)
+
+
+class RunConfig(_Section):
+    method: Literal[METHODS] = "constant"  # type: ignore[valid-type]
+    seed: int = 0
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    balance: BalanceConfig = Field(default_factory=BalanceConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _method_fits_tuning(self) -> RunConfig:
+        t = self.model.tuning
+        enc_trainable = t.encoder != "freeze" or (
+            t.projector != "freeze" and self.model.projector_side == "encoder"
+        )
+        llm_trainable = t.llm != "freeze" or (
+            t.projector != "freeze" and self.model.projector_side == "llm"
+        )
+        if self.method in ("alternating_cd", "commit_sched", "commit_clr", "commit") and not (
+            enc_trainable and llm_trainable
+        ):
+            raise ValueError(
+                f"method {self.method!r} needs both sides trainable, but the "
+                f"{'encoder' if not enc_trainable else 'LLM'} side is frozen by model.tuning"
+            )
+        return self
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """``{"train.lr_llm": 2e-4, ...}`` for MLflow params."""
+        return flatten(self.model_dump(mode="json"))
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides to a raw recipe dict (values parsed as YAML)."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form dotted.key=value")
+        key, _, value = item.partition("=")
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r} has an empty key segment")
+        node = raw
+        for p in parts[:-1]:
+            if node.get(p) is None:
+                node[p] = {}
+            if not isinstance(node[p], dict):
+                raise ConfigError(f"override {item!r}: {p!r} is not a section")
+            node = node[p]
+        try:
+            node[parts[-1]] = yaml.safe_load(value) if value != "" else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from e
+    return raw
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see recipes/ for the known keys)"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = e["msg"]
+            if "input" in e and e["type"] not in ("value_error", "assertion_error"):
+                msg += f" (got {e['input']!r})"
+        lines.append(f"  {loc}: {msg}")
+    return f"invalid configuration in {source}:\n" + "\n".join(lines)
+
+
+def validate(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML recipe, apply overrides, validate. Raises :class:`ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe file {path} does not exist (see recipes/ for shipped recipes)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"recipe {path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of sections, got {type(raw).__name__}")
+    source = str(path) + (f" (with overrides {' '.join(overrides)})" if overrides else "")
+    raw = apply_overrides(raw, overrides or [])
+    return validate(raw, source)
