@@ -1,0 +1,67 @@
+"""Model loading for every supported family behind one call.
+
+``load_model(cfg)`` returns a :class:`MultimodalLM` and its :class:`MultimodalProcessor`:
+a composite assembled from parts (``model.encoder`` + ``model.llm``), a saved composite
+directory, or an HF LLaVA-family / BLIP-2 / Qwen2-Audio model (dir or HF id).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from commit_train.config import ModelConfig
+from commit_train.errors import ModelLoadError
+from commit_train.modeling.base import MultimodalLM, MultimodalProcessor
+
+
+def load_model(cfg: ModelConfig, seed: int = 0) -> tuple[MultimodalLM, MultimodalProcessor]:
+    from commit_train.modeling import composite
+
+    if cfg.path is None:
+        return composite.build_composite(cfg, seed=seed)
+    from commit_train.modeling.pretrained import resolve_model_path
+
+    path = resolve_model_path(cfg.path)
+    if cfg.family in ("auto", "composite") and composite.is_composite_dir(path):
+        mlm, proc = composite.load_composite(path)
+        return mlm.to(getattr(torch, cfg.dtype)), proc
+    if cfg.family == "composite":
+        raise ModelLoadError(
+            f"model.path {cfg.path!r} is not a composite model directory (no config.json "
+            f"with model_type {composite.MODEL_TYPE!r}); train one with `commit train` first"
+        )
+    from commit_train.modeling.hf_adapters import load_hf_multimodal
+
+    return load_hf_multimodal(path, family=cfg.family, dtype=getattr(torch, cfg.dtype))
+
+
+def save_model_dir(mlm: MultimodalLM, processor: MultimodalProcessor, path: str | Path) -> Path:
+    """Export a loadable HF-style directory with LoRA merged, atomically.
+
+    The live model is left untouched (a copy is merged), so training state stays valid.
+    """
+    from commit_train.partition import merge_lora
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    export = copy.deepcopy(mlm)
+    merge_lora(export.model)
+    for p in export.parameters():
+        p.requires_grad_(False)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        export.save_pretrained(str(tmp))
+        processor.save_pretrained(str(tmp))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path

@@ -1,0 +1,25 @@
+"""Base learning-rate schedule per side: linear warm-up, then cosine/linear/constant decay.
+
+A pure function of the step (no state), so resume needs nothing but the step number and
+the coordinated scheduler of METHOD.md §3 can multiply on top of it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from commit_train.config import TrainConfig
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of the base LR for optimizer step ``step`` (0-based)."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    floor = cfg.min_lr_ratio
+    if cfg.schedule == "linear":
+        return floor + (1.0 - floor) * (1.0 - progress)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -1,0 +1,470 @@
+"""The training loop: accelerate, one AdamW per side, exact resume, MLflow logging.
+
+One optimizer per side is the design CoMMIT needs (METHOD.md §2): the encoder side steps
+first, then the LLM side, so the κ probe can measure each side's effect on the output
+distribution between the two steps without copying weights. ``StepHooks`` is where the
+balance machinery plugs in; the default does nothing and trains with the base schedule.
+
+``train(cfg)`` is the one library call the CLI and the KFP train component wrap: inputs
+and outputs are paths, nothing global.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from commit_train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from commit_train.config import RunConfig
+from commit_train.data.collate import Collator, RecordDataset
+from commit_train.data.records import read_records
+from commit_train.data.builtin import resolve_data_source
+from commit_train.errors import TrainingDiverged
+from commit_train.lr import lr_factor
+from commit_train.modeling import load_model, save_model_dir
+from commit_train.partition import apply_tuning, param_groups
+from commit_train.sampler import ResumableBatchSampler
+from commit_train.plots import plot_training
+from commit_train.tracking import RunTracker
+
+log = logging.getLogger(__name__)
+SIDES = ("encoder", "llm")
+
+
+class StepHooks:
+    """Extension points of one optimizer step (the CoMMIT issue implements them).
+
+    ``lr_multipliers`` scales each side's base LR; ``trainable_sides`` lets coordinate
+    descent baselines freeze a side for a step; ``extra_loss`` adds terms to CE;
+    ``after_encoder_step`` runs between the two optimizer steps (the κ probe);
+    ``state_dict``/``load_state_dict`` go into the checkpoint's balance slot.
+    """
+
+    def lr_multipliers(self, step: int) -> dict[str, float]:
+        return {"encoder": 1.0, "llm": 1.0}
+
+    def trainable_sides(self, step: int) -> tuple[str, ...]:
+        return SIDES
+
+    def extra_loss(self, step: int, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {}
+
+    def after_encoder_step(self, step: int) -> None:
+        return None
+
+    def after_step(self, step: int) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    model_dir: Path
+    run_id: str | None
+    steps: int
+    final_train_loss: float
+    final_val_loss: float | None
+    step_time_s: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _precision(cfg: RunConfig) -> str:
+    p = cfg.train.precision
+    if p == "auto":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "no"
+    return p
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, dict):
+            out[k] = {kk: vv.to(device) for kk, vv in v.items()}
+        elif isinstance(v, torch.Tensor):
+            out[k] = v.to(device)
+        else:
+            out[k] = v
+    return out
+
+
+def _grad_norm(params: list[torch.nn.Parameter]) -> float:
+    grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+    return float(torch.stack(grads).norm()) if grads else 0.0
+
+
+def _param_norm(params: list[torch.nn.Parameter]) -> float:
+    norms = [p.detach().float().norm() for p in params]
+    return float(torch.stack(norms).norm()) if norms else 0.0
+
+
+class Trainer:
+    """Holds the state of one run; :meth:`fit` runs it. Use :func:`train` from outside."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        output_dir: str | Path | None = None,
+        resume: bool = False,
+        hooks: StepHooks | None = None,
+        accelerator: Accelerator | None = None,
+    ):
+        self.cfg = cfg
+        self.output_dir = Path(output_dir or cfg.train.output_dir)
+        self.resume = resume
+        self.hooks = hooks or StepHooks()
+        self.acc = accelerator or Accelerator(
+            cpu=not torch.cuda.is_available(), mixed_precision=_precision(cfg)
+        )
+        self.scaler = (
+            torch.amp.GradScaler("cuda") if self.acc.mixed_precision == "fp16" else None
+        )
+        self.main = self.acc.is_main_process
+
+    # ---- set-up: everything that can fail on input fails here, before training ---------
+    def setup(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        train_jsonl, train_root = resolve_data_source(cfg.data.train, "train")
+        self.train_records, self.train_report = read_records(
+            train_jsonl,
+            root=cfg.data.root or train_root,
+            modality=cfg.model.modality,
+            skip_bad=cfg.data.skip_bad,
+        )
+        self.train_root = Path(cfg.data.root or train_root)
+        if cfg.data.max_train_records:
+            self.train_records = self.train_records[: cfg.data.max_train_records]
+        self.val_records, self.val_root = [], self.train_root
+        if cfg.data.val:
+            val_jsonl, val_root = resolve_data_source(cfg.data.val, "val")
+            self.val_records, _ = read_records(
+                val_jsonl,
+                root=cfg.data.root or val_root,
+                modality=cfg.model.modality,
+                skip_bad=cfg.data.skip_bad,
+            )
+            self.val_root = Path(cfg.data.root or val_root)
+            if cfg.data.max_val_records:
+                self.val_records = self.val_records[: cfg.data.max_val_records]
+
+        self.mlm, self.processor = load_model(cfg.model, seed=cfg.seed)
+        self.modes = apply_tuning(self.mlm, cfg.model)
+        self.groups = param_groups(self.mlm, cfg.model)
+        if self.main:
+            log.info("parameter partition:\n%s", self.groups.summary(self.modes))
+        self.collator = Collator(self.processor, cfg.data.max_length, cfg.data.system_prompt)
+        self.optimizers: dict[str, torch.optim.AdamW | None] = {}
+        for side in SIDES:
+            params = self.groups.params(side)
+            base = cfg.train.lr_encoder if side == "encoder" else cfg.train.lr_llm
+            self.optimizers[side] = (
+                torch.optim.AdamW(
+                    params,
+                    lr=base,
+                    betas=tuple(cfg.train.betas),
+                    weight_decay=cfg.train.weight_decay,
+                )
+                if params
+                else None
+            )
+        if all(o is None for o in self.optimizers.values()):
+            raise TrainingDiverged("nothing to train: every component is frozen in model.tuning")
+        self.model = self.acc.prepare_model(self.mlm)
+        self.start_step = 0
+        self.run_id: str | None = None
+        ckpt = latest_checkpoint(self.output_dir) if self.resume else None
+        if self.resume and ckpt is None and self.main:
+            log.warning("--resume: no checkpoint under %s, starting from step 0", self.output_dir)
+        if ckpt is not None:
+            state = load_checkpoint(ckpt, self.mlm.model, self.optimizers, self.acc.process_index)
+            self.start_step = int(state["step"])
+            self.run_id = state.get("run_id")
+            self.hooks.load_state_dict(state.get("balance", {}))
+            if self.main:
+                log.info("resumed from %s at step %d", ckpt, self.start_step)
+
+    def _loader(self, start_micro_batch: int) -> DataLoader:
+        sampler = ResumableBatchSampler(
+            len(self.train_records),
+            self.cfg.train.batch_size,
+            self.cfg.seed,
+            rank=self.acc.process_index,
+            world_size=self.acc.num_processes,
+            start_micro_batch=start_micro_batch,
+        )
+        ds = RecordDataset(self.train_records, self.train_root, self.processor)
+        # Own generator: creating the iterator must not draw from the global RNG, or a
+        # resumed run (iterator made after the RNG is restored) would diverge.
+        return DataLoader(
+            ds,
+            batch_sampler=sampler,
+            collate_fn=self.collator,
+            num_workers=0,
+            generator=torch.Generator(),
+        )
+
+    # ---- one optimizer step ---------------------------------------------------------------
+    def _loss(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        with self.acc.autocast():
+            out = self.model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                labels=batch["labels"],
+                media=batch["media"],
+            )
+        ce = F.cross_entropy(out["logits"].float(), out["targets"])
+        parts = {"loss/ce": ce}
+        parts.update(self.hooks.extra_loss(step, out))
+        loss = sum(parts.values())
+        return loss, {k: float(v.detach()) for k, v in parts.items()}
+
+    def _check_finite(self, loss: torch.Tensor, step: int) -> None:
+        bad = torch.tensor(0.0 if math.isfinite(float(loss)) else 1.0, device=self.acc.device)
+        if float(self.acc.reduce(bad, reduction="sum")) > 0:
+            path = self._checkpoint(step)
+            raise TrainingDiverged(
+                f"loss became {float(loss)} at step {step + 1}; stopped. The last good state "
+                f"is saved in {path}. Lower train.lr_encoder / train.lr_llm, enable "
+                "train.max_grad_norm, or use train.precision=bf16 instead of fp16, then "
+                "resume with --resume."
+            )
+
+    def _step(self, batches, step: int) -> dict[str, float]:
+        cfg = self.cfg.train
+        sides = self.hooks.trainable_sides(step)
+        accum = cfg.grad_accum
+        logs: dict[str, float] = {}
+        n_samples = n_tokens = 0
+        for micro in range(accum):
+            batch = _to_device(next(batches), self.acc.device)
+            n_samples += batch["input_ids"].shape[0]
+            n_tokens += int(batch["attention_mask"].sum())
+            last = micro == accum - 1
+            ctx = self.acc.no_sync(self.model) if not last else _nullcontext()
+            with ctx:
+                loss, parts = self._loss(batch, step)
+                self._check_finite(loss, step)
+                scaled = loss / accum
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            for k, v in parts.items():
+                logs[k] = logs.get(k, 0.0) + v / accum
+        logs["loss/train"] = sum(v for k, v in logs.items() if k.startswith("loss/"))
+        mult = self.hooks.lr_multipliers(step)
+        factor = lr_factor(step, cfg)
+        for side in SIDES:
+            opt = self.optimizers[side]
+            base = cfg.lr_encoder if side == "encoder" else cfg.lr_llm
+            lr = base * factor * mult[side] if side in sides else 0.0
+            logs[f"lr/{side}"] = lr
+            if opt is None:
+                continue
+            for g in opt.param_groups:
+                g["lr"] = lr
+            if self.scaler:
+                self.scaler.unscale_(opt)
+            params = self.groups.params(side)
+            norm = _grad_norm(params)
+            logs[f"grad_norm/{side}"] = norm
+            logs[f"grad_norm/{side}_normalized"] = norm / max(_param_norm(params), 1e-12)
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        # Encoder side first, then the LLM side: the probe measures in between.
+        for side in SIDES:
+            opt = self.optimizers[side]
+            if opt is not None and side in sides:
+                if self.scaler:
+                    self.scaler.step(opt)
+                else:
+                    opt.step()
+            if side == "encoder":
+                self.hooks.after_encoder_step(step)
+        if self.scaler:
+            self.scaler.update()
+        for opt in self.optimizers.values():
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
+        logs.update(self.hooks.after_step(step))
+        logs["_samples"] = n_samples
+        logs["_tokens"] = n_tokens
+        return logs
+
+    # ---- validation, checkpoints ------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> float | None:
+        if not self.val_records:
+            return None
+        self.model.eval()
+        ds = RecordDataset(self.val_records, self.val_root, self.processor)
+        bs = self.cfg.train.batch_size
+        idx = list(range(self.acc.process_index, len(ds), self.acc.num_processes))
+        chunks = [idx[i : i + bs] for i in range(0, len(idx), bs)]
+        if self.cfg.train.eval_batches:
+            chunks = chunks[: self.cfg.train.eval_batches]
+        total = torch.zeros(2, device=self.acc.device, dtype=torch.float64)
+        for chunk in chunks:
+            batch = _to_device(self.collator([ds[i] for i in chunk]), self.acc.device)
+            with self.acc.autocast():
+                out = self.model(
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    labels=batch["labels"],
+                    media=batch["media"],
+                )
+            ce = F.cross_entropy(out["logits"].float(), out["targets"], reduction="sum")
+            total += torch.stack([ce.double(), torch.tensor(len(out["targets"])).double()])
+        total = self.acc.reduce(total, reduction="sum")
+        self.model.train()
+        return float(total[0] / total[1].clamp(min=1))
+
+    def _checkpoint(self, step: int) -> Path:
+        state = {
+            "run_id": self.run_id,
+            "micro_batches": step * self.cfg.train.grad_accum,
+            "balance": self.hooks.state_dict(),
+        }
+        return save_checkpoint(
+            self.output_dir,
+            step,
+            self.mlm.model,
+            self.optimizers,
+            state,
+            rank=self.acc.process_index,
+            world_size=self.acc.num_processes,
+            barrier=self.acc.wait_for_everyone,
+            keep=self.cfg.train.keep_checkpoints,
+        )
+
+    # ---- the run ------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        self.setup()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.main:
+            recipe = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+            (self.output_dir / "recipe.yaml").write_text(recipe)
+        tags = {"method": cfg.method, "family": self.mlm.family, "modality": cfg.model.modality}
+        tracker = RunTracker(
+            cfg.tracking,
+            params=cfg.to_flat_dict(),
+            tags=tags,
+            run_id=self.run_id,
+            enabled=cfg.tracking.enabled,
+            is_main_process=self.main,
+        )
+        status = "FAILED"
+        with tracker:
+            self.run_id = tracker.run_id
+            try:
+                result = self._fit_loop(tracker)
+                status = "FINISHED"
+                return result
+            except KeyboardInterrupt:
+                status = "KILLED"
+                raise
+            finally:
+                tracker.close(status=status)
+
+    def _fit_loop(self, tracker: RunTracker) -> TrainResult:
+        cfg = self.cfg.train
+        self.model.train()
+        batches = iter(self._loader(self.start_step * cfg.grad_accum))
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.start_step,
+            disable=not self.main,
+            desc="train",
+            dynamic_ncols=True,
+        )
+        loss_ema = None
+        step_times: list[float] = []
+        val_loss = None
+        step = self.start_step
+        for step in range(self.start_step, cfg.steps):
+            t0 = time.perf_counter()
+            logs = self._step(batches, step)
+            dt = time.perf_counter() - t0
+            step_times.append(dt)
+            samples = logs.pop("_samples") * self.acc.num_processes
+            tokens = logs.pop("_tokens") * self.acc.num_processes
+            logs["throughput/samples_per_s"] = samples / dt
+            logs["throughput/tokens_per_s"] = tokens / dt
+            loss_ema = logs["loss/train"] if loss_ema is None else 0.9 * loss_ema + 0.1 * logs["loss/train"]
+            done = step + 1
+            if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
+                val_loss = self.validate()
+                if val_loss is not None:
+                    logs["loss/val"] = val_loss
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                tracker.log_metrics(logs, step=done)
+            bar.set_postfix(
+                loss=f"{loss_ema:.3f}",
+                lr_enc=f"{logs['lr/encoder']:.1e}",
+                lr_llm=f"{logs['lr/llm']:.1e}",
+                refresh=False,
+            )
+            bar.update(1)
+            if cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
+                self._checkpoint(done)
+        bar.close()
+        val_loss = self.validate()
+        if val_loss is not None:
+            tracker.log_metrics({"loss/val": val_loss}, step=cfg.steps)
+        self._checkpoint(cfg.steps)
+        model_dir = self.output_dir / "model"
+        if self.main:
+            save_model_dir(self.mlm, self.processor, model_dir)
+        self.acc.wait_for_everyone()
+        if self.main:
+            plot = self.output_dir / "training.png"
+            plot_training(tracker.history, plot)
+            tracker.log_artifact(plot, "")
+            if self.cfg.tracking.log_model:
+                tracker.log_artifacts(model_dir, "model")
+            tracker.log_artifact(self.output_dir / "recipe.yaml", "")
+        median = sorted(step_times)[len(step_times) // 2] if step_times else float("nan")
+        return TrainResult(
+            output_dir=self.output_dir,
+            model_dir=model_dir,
+            run_id=self.run_id,
+            steps=cfg.steps,
+            final_train_loss=float(loss_ema) if loss_ema is not None else float("nan"),
+            final_val_loss=val_loss,
+            step_time_s=median,
+        )
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def train(
+    cfg: RunConfig,
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    hooks: StepHooks | None = None,
+) -> TrainResult:
+    """Train per ``cfg``; write checkpoints and the final model under ``output_dir``."""
+    return Trainer(cfg, output_dir=output_dir, resume=resume, hooks=hooks).fit()
