@@ -131,10 +131,6 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        if self.warmup_steps >= self.steps and self.steps > 1:
-            raise ValueError(
-                f"train.warmup_steps ({self.warmup_steps}) must be below train.steps ({self.steps})"
-            )
         if not all(0 <= b < 1 for b in self.betas):
             raise ValueError("train.betas must lie in [0, 1)")
         return self
