@@ -27,50 +27,20 @@ from tqdm.auto import tqdm
 
 from commit_train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from commit_train.config import RunConfig
+from commit_train.data.builtin import resolve_data_source
 from commit_train.data.collate import Collator, RecordDataset
 from commit_train.data.records import read_records
-from commit_train.data.builtin import resolve_data_source
 from commit_train.errors import TrainingDiverged
+from commit_train.hooks import SIDES, StepHooks
 from commit_train.lr import lr_factor
+from commit_train.methods import MethodHooks
 from commit_train.modeling import load_model, save_model_dir
 from commit_train.partition import apply_tuning, param_groups
-from commit_train.sampler import ResumableBatchSampler
 from commit_train.plots import plot_training
+from commit_train.sampler import ResumableBatchSampler
 from commit_train.tracking import RunTracker
 
 log = logging.getLogger(__name__)
-SIDES = ("encoder", "llm")
-
-
-class StepHooks:
-    """Extension points of one optimizer step (the CoMMIT issue implements them).
-
-    ``lr_multipliers`` scales each side's base LR; ``trainable_sides`` lets coordinate
-    descent baselines freeze a side for a step; ``extra_loss`` adds terms to CE;
-    ``after_encoder_step`` runs between the two optimizer steps (the κ probe);
-    ``state_dict``/``load_state_dict`` go into the checkpoint's balance slot.
-    """
-
-    def lr_multipliers(self, step: int) -> dict[str, float]:
-        return {"encoder": 1.0, "llm": 1.0}
-
-    def trainable_sides(self, step: int) -> tuple[str, ...]:
-        return SIDES
-
-    def extra_loss(self, step: int, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {}
-
-    def after_encoder_step(self, step: int) -> None:
-        return None
-
-    def after_step(self, step: int) -> dict[str, float]:
-        return {}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        return None
 
 
 @dataclass
@@ -130,13 +100,11 @@ class Trainer:
         self.cfg = cfg
         self.output_dir = Path(output_dir or cfg.train.output_dir)
         self.resume = resume
-        self.hooks = hooks or StepHooks()
+        self._hooks_given = hooks
         self.acc = accelerator or Accelerator(
             cpu=not torch.cuda.is_available(), mixed_precision=_precision(cfg)
         )
-        self.scaler = (
-            torch.amp.GradScaler("cuda") if self.acc.mixed_precision == "fp16" else None
-        )
+        self.scaler = torch.amp.GradScaler("cuda") if self.acc.mixed_precision == "fp16" else None
         self.main = self.acc.is_main_process
 
     # ---- set-up: everything that can fail on input fails here, before training ---------
@@ -168,7 +136,17 @@ class Trainer:
 
         self.mlm, self.processor = load_model(cfg.model, seed=cfg.seed)
         self.modes = apply_tuning(self.mlm, cfg.model)
+        self.hooks = self._hooks_given or MethodHooks(
+            cfg,
+            self.mlm,
+            autocast=self.acc.autocast,
+            reduce_mean=lambda t: self.acc.reduce(t, reduction="mean"),
+        )
         self.groups = param_groups(self.mlm, cfg.model)
+        for side in self.hooks.frozen_sides:  # e.g. feature_cd: no LLM grads at all
+            for p in self.groups.params(side):
+                p.requires_grad_(False)
+            setattr(self.groups, side, [])
         if self.main:
             log.info("parameter partition:\n%s", self.groups.summary(self.modes))
         self.collator = Collator(self.processor, cfg.data.max_length, cfg.data.system_prompt)
@@ -211,7 +189,7 @@ class Trainer:
             world_size=self.acc.num_processes,
             start_micro_batch=start_micro_batch,
         )
-        ds = RecordDataset(self.train_records, self.train_root, self.processor)
+        ds = RecordDataset(self.train_records, self.train_root, self.processor.sampling_rate)
         # Own generator: creating the iterator must not draw from the global RNG, or a
         # resumed run (iterator made after the RNG is restored) would diverge.
         return DataLoader(
@@ -223,7 +201,9 @@ class Trainer:
         )
 
     # ---- one optimizer step ---------------------------------------------------------------
-    def _loss(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(
+        self, batch: dict[str, Any], step: int
+    ) -> tuple[torch.Tensor, dict[str, float], dict[str, torch.Tensor]]:
         with self.acc.autocast():
             out = self.model(
                 input_ids=batch["input_ids"],
@@ -235,14 +215,14 @@ class Trainer:
         parts = {"loss/ce": ce}
         parts.update(self.hooks.extra_loss(step, out))
         loss = sum(parts.values())
-        return loss, {k: float(v.detach()) for k, v in parts.items()}
+        return loss, {k: float(v.detach()) for k, v in parts.items()}, out
 
     def _check_finite(self, loss: torch.Tensor, step: int) -> None:
-        bad = torch.tensor(0.0 if math.isfinite(float(loss)) else 1.0, device=self.acc.device)
+        bad = torch.tensor(0.0 if math.isfinite(float(loss.detach())) else 1.0, device=self.acc.device)
         if float(self.acc.reduce(bad, reduction="sum")) > 0:
             path = self._checkpoint(step)
             raise TrainingDiverged(
-                f"loss became {float(loss)} at step {step + 1}; stopped. The last good state "
+                f"loss became {float(loss.detach())} at step {step + 1}; stopped. The last good state "
                 f"is saved in {path}. Lower train.lr_encoder / train.lr_llm, enable "
                 "train.max_grad_norm, or use train.precision=bf16 instead of fp16, then "
                 "resume with --resume."
@@ -261,13 +241,15 @@ class Trainer:
             last = micro == accum - 1
             ctx = self.acc.no_sync(self.model) if not last else _nullcontext()
             with ctx:
-                loss, parts = self._loss(batch, step)
+                loss, parts, out = self._loss(batch, step)
                 self._check_finite(loss, step)
                 scaled = loss / accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             for k, v in parts.items():
                 logs[k] = logs.get(k, 0.0) + v / accum
         logs["loss/train"] = sum(v for k, v in logs.items() if k.startswith("loss/"))
+        self.hooks.after_backward(step, batch, out)
+        del out
         mult = self.hooks.lr_multipliers(step)
         factor = lr_factor(step, cfg)
         for side in SIDES:
@@ -288,6 +270,7 @@ class Trainer:
             if cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         # Encoder side first, then the LLM side: the probe measures in between.
+        stepped = []
         for side in SIDES:
             opt = self.optimizers[side]
             if opt is not None and side in sides:
@@ -295,14 +278,15 @@ class Trainer:
                     self.scaler.step(opt)
                 else:
                     opt.step()
+                stepped.append(side)
             if side == "encoder":
-                self.hooks.after_encoder_step(step)
+                self.hooks.after_encoder_step(step, "encoder" in stepped)
         if self.scaler:
             self.scaler.update()
         for opt in self.optimizers.values():
             if opt is not None:
                 opt.zero_grad(set_to_none=True)
-        logs.update(self.hooks.after_step(step))
+        logs.update(self.hooks.after_step(step, tuple(stepped)))
         logs["_samples"] = n_samples
         logs["_tokens"] = n_tokens
         return logs
@@ -313,7 +297,7 @@ class Trainer:
         if not self.val_records:
             return None
         self.model.eval()
-        ds = RecordDataset(self.val_records, self.val_root, self.processor)
+        ds = RecordDataset(self.val_records, self.val_root, self.processor.sampling_rate)
         bs = self.cfg.train.batch_size
         idx = list(range(self.acc.process_index, len(ds), self.acc.num_processes))
         chunks = [idx[i : i + bs] for i in range(0, len(idx), bs)]
@@ -396,6 +380,7 @@ class Trainer:
         )
         loss_ema = None
         step_times: list[float] = []
+        train_time = 0.0
         val_loss = None
         step = self.start_step
         for step in range(self.start_step, cfg.steps):
@@ -407,7 +392,13 @@ class Trainer:
             tokens = logs.pop("_tokens") * self.acc.num_processes
             logs["throughput/samples_per_s"] = samples / dt
             logs["throughput/tokens_per_s"] = tokens / dt
-            loss_ema = logs["loss/train"] if loss_ema is None else 0.9 * loss_ema + 0.1 * logs["loss/train"]
+            train_time += dt
+            logs["time/probe_fraction"] = self.hooks.probe_seconds / max(train_time, 1e-9)
+            loss_ema = (
+                logs["loss/train"]
+                if loss_ema is None
+                else 0.9 * loss_ema + 0.1 * logs["loss/train"]
+            )
             done = step + 1
             if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
                 val_loss = self.validate()

@@ -29,6 +29,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
 )
+from transformers.utils import logging as hf_logging
 
 from commit_train.config import ModelConfig
 from commit_train.errors import ModelLoadError
@@ -130,7 +131,9 @@ class CompositeLM(MultimodalLM):
     def __init__(self, model: CompositeModel, media_token_id: int):
         super().__init__(
             model,
-            SidePrefixes(encoder=("encoder.",), projector=("projector.",), llm=("language_model.",)),
+            SidePrefixes(
+                encoder=("encoder.",), projector=("projector.",), llm=("language_model.",)
+            ),
             media_token_id,
         )
         self.modality = model.config["modality"]
@@ -205,13 +208,25 @@ class CompositeProcessor(MultimodalProcessor):
     def from_pretrained(cls, path: str | os.PathLike) -> CompositeProcessor:
         path = Path(path)
         meta = json.loads((path / PROCESSOR_NAME).read_text())
-        tok = AutoTokenizer.from_pretrained(path)
-        if meta["modality"] == "image":
-            mp = AutoImageProcessor.from_pretrained(path)
-        else:
-            mp = AutoFeatureExtractor.from_pretrained(path)
+        # The Auto* loaders peek at config.json and warn that commit_composite is not an
+        # HF model type; the processor files themselves are standard.
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            tok = AutoTokenizer.from_pretrained(path)
+            if meta["modality"] == "image":
+                mp = AutoImageProcessor.from_pretrained(path)
+            else:
+                mp = AutoFeatureExtractor.from_pretrained(path)
+        finally:
+            hf_logging.set_verbosity(verbosity)
         return cls(
-            tok, mp, meta["modality"], meta["num_media_tokens"], meta["media_key"], meta["media_token"]
+            tok,
+            mp,
+            meta["modality"],
+            meta["num_media_tokens"],
+            meta["media_key"],
+            meta["media_token"],
         )
 
 

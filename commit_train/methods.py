@@ -1,0 +1,125 @@
+"""The training methods of METHOD.md §5 as :class:`StepHooks` for the trainer.
+
+| method         | encoder side             | LLM side                 | κ probe       |
+| constant       | base LR                  | base LR                  | logged only   |
+| feature_cd     | trains                   | frozen                   | logged        |
+| language_cd    | frozen                   | trains                   | logged        |
+| alternating_cd | even blocks of cd_period | odd blocks               | logged        |
+| commit_sched   | scheduled by the signal  | scheduled by the signal  | drives LRs    |
+| commit_clr     | base LR + aux loss       | base LR + aux loss       | weights aux   |
+| commit         | scheduled + aux loss     | scheduled + aux loss     | drives both   |
+
+Every method probes at the same interval and logs the same ``balance/*`` metrics, so runs
+line up in MLflow's compare view whatever the method.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from commit_train.balance import BalanceProbe
+from commit_train.config import RunConfig
+from commit_train.hooks import SIDES, StepHooks
+from commit_train.losses import aux_weight, get_aux
+from commit_train.modeling.base import MultimodalLM
+from commit_train.scheduler import CoordinatedLRScheduler
+
+SCHEDULED = ("commit_sched", "commit")
+WITH_AUX = ("commit_clr", "commit")
+STATIC_FROZEN = {"feature_cd": ("llm",), "language_cd": ("encoder",)}
+
+
+class MethodHooks(StepHooks):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        mlm: MultimodalLM,
+        autocast: Any = None,
+        reduce_mean: Any = None,
+    ):
+        self.method = cfg.method
+        self.bal = cfg.balance
+        self.frozen_sides = STATIC_FROZEN.get(cfg.method, ())
+        self.sched = CoordinatedLRScheduler(cfg.balance, enabled=cfg.method in SCHEDULED)
+        self.aux_fn = get_aux(cfg.balance.aux) if cfg.method in WITH_AUX else None
+        self.probe = BalanceProbe(
+            mlm, cfg.balance.probe_size, cfg.balance.epsilon, autocast, reduce_mean
+        )
+        self.probes = 0
+        self.probes_skipped = 0
+        self._probing = False
+
+    # ---- which sides move and how fast -------------------------------------------------------
+    def lr_multipliers(self, step: int) -> dict[str, float]:
+        return self.sched.multipliers()
+
+    def trainable_sides(self, step: int) -> tuple[str, ...]:
+        if self.frozen_sides:
+            return tuple(s for s in SIDES if s not in self.frozen_sides)
+        if self.method == "alternating_cd":
+            return ("encoder",) if (step // self.bal.cd_period) % 2 == 0 else ("llm",)
+        return SIDES
+
+    def extra_loss(self, step: int, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.aux_fn is None:
+            return {}
+        w = aux_weight(self.bal.aux_weight, self.sched.signal_avg, self.bal.s_target)
+        if w == 0.0:
+            return {"loss/aux": out["logits"].new_zeros((), dtype=torch.float32)}
+        return {"loss/aux": w * self.aux_fn(out["logits"], self.bal.aux_temperature)}
+
+    # ---- the probe around the two optimizer steps -----------------------------------------------
+    def after_backward(self, step: int, batch: dict[str, Any], out: dict[str, Any]) -> None:
+        self._probing = (step + 1) % self.bal.probe_every == 0
+        if self._probing:
+            t0 = time.perf_counter()
+            self.probe.capture(batch, out)
+            self.probe_seconds += time.perf_counter() - t0
+
+    def after_encoder_step(self, step: int, stepped: bool) -> None:
+        if self._probing:
+            t0 = time.perf_counter()
+            self.probe.after_encoder_step(stepped)
+            self.probe_seconds += time.perf_counter() - t0
+
+    def after_step(self, step: int, stepped: tuple[str, ...]) -> dict[str, float]:
+        logs: dict[str, float] = {}
+        if self._probing:
+            t0 = time.perf_counter()
+            res = self.probe.after_llm_step("llm" in stepped)
+            self.probe_seconds += time.perf_counter() - t0
+            self._probing = False
+            if res is not None:
+                self.probes += 1
+                self.probes_skipped += int(res.skipped)
+                self.sched.observe(step + 1, res.kappa, res.share)
+                logs.update(res.metrics())
+                logs["balance/probes_skipped"] = float(self.probes_skipped)
+        if self.sched.maybe_update(step + 1) or logs:
+            logs["balance/lr_ratio"] = self.sched.ratio
+            if self.sched.kappa_avg is not None:
+                logs["balance/kappa_avg"] = self.sched.kappa_avg
+            if self.sched.signal_avg is not None:
+                logs["balance/signal_avg"] = self.sched.signal_avg
+            if self.aux_fn is not None:
+                logs["balance/aux_weight"] = aux_weight(
+                    self.bal.aux_weight, self.sched.signal_avg, self.bal.s_target
+                )
+        return logs
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "scheduler": self.sched.state_dict(),
+            "probes": self.probes,
+            "probes_skipped": self.probes_skipped,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        self.sched.load_state_dict(state["scheduler"])
+        self.probes = int(state.get("probes", 0))
+        self.probes_skipped = int(state.get("probes_skipped", 0))

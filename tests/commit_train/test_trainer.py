@@ -1,0 +1,130 @@
+"""The training loop end to end on tiny models: outputs, tracking, divergence, bad input."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+from safetensors.torch import load_file
+
+from commit_train.config import load_config, validate
+from commit_train.errors import DataError, ModelLoadError, TrainingDiverged
+from commit_train.modeling import load_model
+from commit_train.trainer import StepHooks, train
+from tests.conftest import tiny_recipe_dict
+
+STEP_METRICS = (
+    "loss/train",
+    "loss/ce",
+    "lr/encoder",
+    "lr/llm",
+    "grad_norm/encoder",
+    "grad_norm/llm",
+    "throughput/samples_per_s",
+    "throughput/tokens_per_s",
+)
+
+
+def test_train_end_to_end(tiny_recipe):
+    cfg = load_config(tiny_recipe)
+    result = train(cfg)
+    out = result.output_dir
+    assert (out / "model" / "model.safetensors").is_file()
+    assert (out / "model" / "commit_processor.json").is_file()
+    assert (out / "recipe.yaml").is_file() and (out / "training.png").is_file()
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert ckpts == ["step-0000003", "step-0000006"]
+    assert math.isfinite(result.final_train_loss) and result.final_val_loss is not None
+
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.lr_llm"] == str(cfg.train.lr_llm)
+    for name in STEP_METRICS:
+        hist = client.get_metric_history(result.run_id, name)
+        assert [m.step for m in hist] == list(range(1, 7)), name
+    val = client.get_metric_history(result.run_id, "loss/val")
+    assert [m.step for m in val] == [3, 6]
+    # warm-up is linear over 2 steps, then cosine: the logged LR follows the schedule
+    lrs = [m.value for m in client.get_metric_history(result.run_id, "lr/llm")]
+    assert lrs[0] == pytest.approx(cfg.train.lr_llm / 2) and lrs[1] == pytest.approx(cfg.train.lr_llm)
+    assert lrs[-1] < lrs[2]
+    arts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"model", "training.png", "recipe.yaml"} <= arts
+
+
+def test_saved_model_reloads_to_identical_outputs(tiny_recipe):
+    cfg = load_config(tiny_recipe)
+    result = train(cfg, hooks=None)
+    raw = yaml.safe_load(tiny_recipe.read_text())
+    raw["model"] = {"path": str(result.model_dir), "modality": "image"}
+    mlm, proc = load_model(validate(raw).model)
+    mlm2, _ = load_model(validate(raw).model)
+    from commit_train.data.collate import Collator
+    from commit_train.data.records import read_records
+
+    recs, _ = read_records(cfg.data.val)
+    batch = Collator(proc, 64)(recs[:3], root=Path(cfg.data.val).parent)
+    args = {k: batch[k] for k in ("input_ids", "attention_mask", "labels", "media")}
+    with torch.no_grad():
+        a = mlm.eval()(**args)["logits"]
+        b = mlm2.eval()(**args)["logits"]
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # the trained LoRA was merged: weights differ from the untrained LLM
+    trained = load_file(str(result.model_dir / "model.safetensors"))
+    assert not any("lora_" in k for k in trained)
+
+
+class _NanAt(StepHooks):
+    def __init__(self, step):
+        self.step = step
+
+    def extra_loss(self, step, out):
+        if step == self.step:
+            return {"loss/aux": torch.tensor(float("nan"))}
+        return {}
+
+
+def test_nan_loss_stops_with_checkpoint(tiny_recipe):
+    cfg = load_config(tiny_recipe, ["train.save_every=0"])
+    with pytest.raises(TrainingDiverged, match="at step 5") as e:
+        train(cfg, hooks=_NanAt(4))
+    assert "step-0000004" in str(e.value)
+    ckpt = Path(cfg.train.output_dir) / "checkpoints" / "step-0000004" / "state.json"
+    assert json.loads(ckpt.read_text())["step"] == 4
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert runs[0].info.status == "FAILED"
+
+
+def test_missing_model_path_is_a_clear_error(tiny_parts, tmp_path):
+    raw = tiny_recipe_dict(tiny_parts, tmp_path / "run")
+    raw["model"]["llm"] = str(tmp_path / "no-such-llm")
+    with pytest.raises(ModelLoadError, match="no-such-llm"):
+        train(validate(raw))
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_bad_records_fail_before_training(tiny_parts, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    lines = tiny_parts["train"].read_text().splitlines()
+    rec = json.loads(lines[2])
+    rec["media"] = "images/missing.png"
+    lines[2] = json.dumps(rec)
+    lines[5] = lines[5].replace('"question"', '"questoin"')
+    bad.write_text("\n".join(lines) + "\n")
+    (tmp_path / "images").symlink_to(tiny_parts["train"].parent / "images")
+    raw = tiny_recipe_dict(tiny_parts, tmp_path / "run")
+    raw["data"]["train"] = str(bad)
+    with pytest.raises(DataError) as e:
+        train(validate(raw))
+    msg = str(e.value)
+    assert "bad.jsonl" in msg and ":3" in msg and ":6" in msg and "question" in msg
+    assert not (tmp_path / "run").exists()
+    raw["data"]["skip_bad"] = True
+    raw["train"]["steps"] = 1
+    result = train(validate(raw))
+    assert (result.model_dir / "model.safetensors").is_file()
