@@ -123,9 +123,7 @@ def save_checkpoint(
 
 
 def _prune(root: Path, keep: int) -> None:
-    steps = sorted(
-        (int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))
-    )
+    steps = sorted((int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)))
     for _, p in steps[:-keep]:
         shutil.rmtree(p, ignore_errors=True)
 

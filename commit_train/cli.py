@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import textwrap
 
@@ -53,9 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     t.add_argument("recipe", help="path to a YAML recipe (see recipes/)")
-    t.add_argument(
-        "overrides", nargs="*", metavar="dotted.key=value", help="override recipe keys"
-    )
+    t.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="override recipe keys")
     t.add_argument("--output-dir", help="run directory (default: train.output_dir)")
     t.add_argument(
         "--resume",
@@ -87,6 +86,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.recipe, args.overrides)
     result = train(cfg, output_dir=args.output_dir, resume=args.resume)
+    if os.environ.get("RANK", "0") != "0":  # one summary under torchrun
+        return 0
     print(
         f"done: {result.steps} steps, train loss {result.final_train_loss:.4f}"
         + (f", val loss {result.final_val_loss:.4f}" if result.final_val_loss is not None else "")

@@ -162,7 +162,9 @@ class BalanceConfig(_Section):
 
 
 class TrackingConfig(_Section):
-    uri: str | None = Field(None, description="MLflow URI; default: $MLFLOW_TRACKING_URI or local sqlite")
+    uri: str | None = Field(
+        None, description="MLflow URI; default: $MLFLOW_TRACKING_URI or local sqlite"
+    )
     experiment: str = "commit"
     run_name: str | None = None
     enabled: bool = True

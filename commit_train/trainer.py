@@ -247,6 +247,10 @@ class Trainer:
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             for k, v in parts.items():
                 logs[k] = logs.get(k, 0.0) + v / accum
+        if self.acc.num_processes > 1:  # log the global mean, not rank 0's share
+            keys = sorted(logs)
+            vals = torch.tensor([logs[k] for k in keys], device=self.acc.device)
+            logs = dict(zip(keys, self.acc.reduce(vals, reduction="mean").tolist(), strict=True))
         logs["loss/train"] = sum(v for k, v in logs.items() if k.startswith("loss/"))
         self.hooks.after_backward(step, batch, out)
         del out
@@ -414,6 +418,9 @@ class Trainer:
             )
             bar.update(1)
             if cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
+                # Metrics up to a checkpoint are durable before it becomes visible: a
+                # killed run resumes from it and re-logs only the steps after it.
+                tracker.flush(timeout_s=10.0)
                 self._checkpoint(done)
         bar.close()
         val_loss = self.validate()
