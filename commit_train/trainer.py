@@ -218,7 +218,9 @@ class Trainer:
         return loss, {k: float(v.detach()) for k, v in parts.items()}, out
 
     def _check_finite(self, loss: torch.Tensor, step: int) -> None:
-        bad = torch.tensor(0.0 if math.isfinite(float(loss.detach())) else 1.0, device=self.acc.device)
+        bad = torch.tensor(
+            0.0 if math.isfinite(float(loss.detach())) else 1.0, device=self.acc.device
+        )
         if float(self.acc.reduce(bad, reduction="sum")) > 0:
             path = self._checkpoint(step)
             raise TrainingDiverged(

@@ -16,7 +16,12 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<eos>{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 20)}
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 200, 40),
+    "blue": (30, 40, 220),
+    "yellow": (230, 220, 20),
+}
 SHAPES = ("square", "circle")
 
 
@@ -24,16 +29,44 @@ def make_tokenizer(extra_words: list[str] | None = None):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    words = (
-        "what colour is the shape in this image which one is it a square circle red green "
-        "blue yellow yes no answer question".split()
-        + list(extra_words or [])
-    )
+    words = [
+        "what",
+        "colour",
+        "is",
+        "the",
+        "shape",
+        "in",
+        "this",
+        "image",
+        "which",
+        "one",
+        "is",
+        "it",
+        "a",
+        "square",
+        "circle",
+        "red",
+        "green",
+        "blue",
+        "yellow",
+        "yes",
+        "no",
+        "answer",
+        "question",
+    ] + list(extra_words or [])
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.BpeTrainer(
         vocab_size=200,
-        special_tokens=["<pad>", "<unk>", "<bos>", "<eos>", "<|user|>", "<|assistant|>", "<|system|>"],
+        special_tokens=[
+            "<pad>",
+            "<unk>",
+            "<bos>",
+            "<eos>",
+            "<|user|>",
+            "<|assistant|>",
+            "<|system|>",
+        ],
     )
     tok.train_from_iterator([" ".join(words)] * 20, trainer=trainer)
     fast = PreTrainedTokenizerFast(
@@ -146,7 +179,12 @@ def tiny_recipe_dict(parts: dict[str, Path], out_dir: Path, **train) -> dict:
             "llm": str(parts["llm"]),
             "projector": {"type": "mlp", "num_layers": 2},
             "tuning": {"encoder": "full", "projector": "full", "llm": "lora"},
-            "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": {"llm": ["q_proj", "v_proj"]}},
+            "lora": {
+                "r": 4,
+                "alpha": 8,
+                "dropout": 0.1,
+                "target_modules": {"llm": ["q_proj", "v_proj"]},
+            },
         },
         "data": {"train": str(parts["train"]), "val": str(parts["val"]), "max_length": 64},
         "train": {

@@ -58,7 +58,9 @@ def test_projector_side_llm_and_frozen_encoder(tiny_parts):
     llm = _names(g, "llm")
     assert any(n.startswith("projector.") for n in llm)
     assert not any("lora_" in n for n in llm)
-    assert all(not p.requires_grad for n, p in mlm.model.named_parameters() if n.startswith("encoder."))
+    assert all(
+        not p.requires_grad for n, p in mlm.model.named_parameters() if n.startswith("encoder.")
+    )
 
 
 def test_param_groups_is_pure(tiny_parts):

@@ -50,7 +50,9 @@ def test_train_end_to_end(tiny_recipe):
     assert [m.step for m in val] == [3, 6]
     # warm-up is linear over 2 steps, then cosine: the logged LR follows the schedule
     lrs = [m.value for m in client.get_metric_history(result.run_id, "lr/llm")]
-    assert lrs[0] == pytest.approx(cfg.train.lr_llm / 2) and lrs[1] == pytest.approx(cfg.train.lr_llm)
+    assert lrs[0] == pytest.approx(cfg.train.lr_llm / 2) and lrs[1] == pytest.approx(
+        cfg.train.lr_llm
+    )
     assert lrs[-1] < lrs[2]
     arts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"model", "training.png", "recipe.yaml"} <= arts
