@@ -18,6 +18,7 @@ entry point the trainer calls on the (possibly DDP-wrapped) module so gradients 
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +134,63 @@ class MultimodalLM(nn.Module):
         logits = self.answer_logits(input_ids, attention_mask, labels, features)
         targets = labels[:, 1:][answer_mask(labels)]
         return {"logits": logits, "targets": targets, "features": features}
+
+    # ---- generation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        media: dict[str, torch.Tensor],
+        max_new_tokens: int = 16,
+        eos_token_ids: list[int] | None = None,
+        pad_token_id: int = 0,
+    ) -> torch.Tensor:
+        """Greedy decoding of a left-padded prompt batch -> new tokens (B, <= max_new_tokens).
+
+        One loop for every family, on the same encode/embed/decoder/head split as training
+        (so evaluation scores exactly the model that was trained), with the decoder's KV
+        cache; rows that emitted an EOS are padded with ``pad_token_id`` afterwards.
+        """
+        features = self.encode(media)
+        embeds = self.embed(input_ids, features)
+        mask = attention_mask.clone()
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        decoder = self.decoder()
+        # transformers 5.2x renamed past_key_values -> cache; accept both.
+        cache_kw = (
+            "cache"
+            if "cache" in inspect.signature(decoder.forward).parameters
+            else "past_key_values"
+        )
+        out = decoder(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True
+        )
+        past = getattr(out, cache_kw)
+        logits = self.lm_head()(out.last_hidden_state[:, -1])
+        eos = torch.tensor(eos_token_ids or [], dtype=torch.long, device=input_ids.device)
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        tokens = []
+        pos = positions[:, -1:]
+        for _ in range(max_new_tokens):
+            nxt = logits.argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, pad_token_id), nxt)
+            tokens.append(nxt)
+            done |= torch.isin(nxt, eos)
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            pos = pos + 1
+            out = decoder(
+                inputs_embeds=self.input_embeddings()(nxt[:, None]),
+                attention_mask=mask,
+                position_ids=pos,
+                use_cache=True,
+                **{cache_kw: past},
+            )
+            past = getattr(out, cache_kw)
+            logits = self.lm_head()(out.last_hidden_state[:, -1])
+        return torch.stack(tokens, dim=1) if tokens else input_ids.new_zeros(input_ids.shape[0], 0)
 
     # ---- saving -------------------------------------------------------------------------
     def save_pretrained(self, path: str, **kwargs: Any) -> None:
