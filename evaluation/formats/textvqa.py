@@ -11,7 +11,7 @@ Layout followed (https://textvqa.org/dataset, the files MMF and LAVIS load)::
     <root>/test_images/<image_id>.jpg    test images (test_images.zip)
 
 Variants accepted: the images folder as unpacked from the zip (``train_images/``) or
-still inside a ``train_val_images/`` folder (and ``test_images/`` likewise);
+still inside a ``train_val_images/`` folder;
 ``question_id`` as an integer or a string. The test split publishes no answers: its
 questions are skipped (counted as ``unlabeled``) unless ``include_unlabeled=True``, in
 which case they come back with ``answers=[]`` for prediction-only runs.
@@ -47,7 +47,7 @@ ANNOTATION_FILE = "TextVQA_0.5.1_{split}.json"
 IMAGE_DIRS = {
     "train": ("train_images", "train_val_images/train_images"),
     "val": ("train_images", "train_val_images/train_images"),
-    "test": ("test_images", "test_images/test_images"),
+    "test": ("test_images",),
 }
 EXPECTED = "a JSON object with a 'data' list of {question_id, question, image_id, answers}"
 
