@@ -23,6 +23,8 @@ commands:
             Whisper tiny.en) into the local cache and build the built-in datasets
   train     fine-tune a multimodal LLM from a YAML recipe; dotted.key=value overrides;
             --resume continues a killed run from its last checkpoint
+  evaluate  score a saved model on a benchmark (built-in, a real dataset in its own
+            layout, or a canonical JSONL): batched generation, metrics, report
 
 Run `commit <command> --help` for the options of each command.
 """
@@ -62,6 +64,38 @@ def _parser() -> argparse.ArgumentParser:
         help="continue from the last complete checkpoint in the output directory",
     )
 
+    e = sub.add_parser(
+        "evaluate",
+        help="score a saved model on a benchmark",
+        description=textwrap.dedent(
+            """\
+            Generate answers greedily in batches, score them (VQA accuracy, multiple-choice
+            accuracy, exact match; BLEU-4/ROUGE-L/CIDEr for captioning), and write
+            predictions.jsonl/.csv, metrics.json and report.md to --output-dir. Metrics go
+            to MLflow as eval/<benchmark>/<metric> (a new run, or --run-id's run).
+
+            examples:
+              commit evaluate --model runs/builtin_vision/model --benchmark vision
+              commit evaluate --model runs/llava/model --benchmark textvqa \
+                  --data-dir /data/textvqa --split val
+            """
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    e.add_argument("--model", required=True, help="model directory written by `commit train`")
+    e.add_argument(
+        "--benchmark", required=True, help="vision | audio | a format name | a .jsonl path"
+    )
+    e.add_argument("--split", default="test")
+    e.add_argument("--data-dir", help="dataset directory for real-format benchmarks")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--max-new-tokens", type=int, default=16)
+    e.add_argument("--limit", type=int, help="evaluate only the first N examples")
+    e.add_argument("--output-dir", help="results folder (default runs/eval/<bench>-<split>)")
+    e.add_argument("--run-id", help="log into this MLflow run (e.g. the training run)")
+    e.add_argument("--experiment", default="evaluation", help="MLflow experiment for new runs")
+    e.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+
     pr = sub.add_parser(
         "prepare",
         help="prepare offline pretrained parts and built-in datasets",
@@ -99,6 +133,60 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import yaml
+
+    from commit_train.config import TrackingConfig
+    from commit_train.tracking import RunTracker
+    from commit_train.trainer import RECIPE_NAME
+    from evaluation.runner import evaluate_model
+
+    if (
+        args.batch_size < 1
+        or args.max_new_tokens < 1
+        or (args.limit is not None and args.limit < 1)
+    ):
+        raise CommitError("--batch-size, --max-new-tokens and --limit must be positive")
+    recipe = Path(args.model) / RECIPE_NAME
+    system_prompt = None
+    if recipe.is_file():  # evaluate with the prompt the model was trained with
+        system_prompt = (yaml.safe_load(recipe.read_text()).get("data") or {}).get("system_prompt")
+    tracker = RunTracker(
+        TrackingConfig(experiment=args.experiment, log_model=False),
+        params={
+            "eval.model": args.model,
+            "eval.benchmark": args.benchmark,
+            "eval.split": args.split,
+        },
+        tags={"stage": "evaluate", "benchmark": args.benchmark},
+        run_id=args.run_id,
+        enabled=not args.no_tracking,
+    )
+    with tracker:
+        result = evaluate_model(
+            args.model,
+            args.benchmark,
+            split=args.split,
+            output_dir=args.output_dir,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            limit=args.limit,
+            data_dir=args.data_dir,
+            system_prompt=system_prompt,
+            tracking=tracker if not args.no_tracking else None,
+        )
+    width = max(len(k) for k in result.metrics)
+    print(f"{result.benchmark}/{result.split}: {result.n} examples")
+    for k, v in result.metrics.items():
+        print(f"  {k:<{width}}  {v:.4f}")
+    for qt, m in sorted(result.by_qtype.items()):
+        print(f"  [{qt}] accuracy {m['accuracy']:.4f} (n={int(m['n'])})")
+    print(f"report: {result.output_dir / 'report.md'}")
+    return 0
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from commit_train.data.builtin import ensure_builtin
     from commit_train.modeling.pretrained import prepare_pretrained
@@ -129,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("urllib3", "botocore", "alembic", "filelock", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    commands = {"train": _cmd_train, "prepare": _cmd_prepare}
+    commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "prepare": _cmd_prepare}
     if args.command not in commands:
         _parser().print_help()
         return 2

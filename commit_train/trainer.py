@@ -41,6 +41,8 @@ from commit_train.sampler import ResumableBatchSampler
 from commit_train.tracking import RunTracker
 
 log = logging.getLogger(__name__)
+#: the resolved recipe, saved inside the exported model dir (evaluation reads its prompt)
+RECIPE_NAME = "commit_recipe.yaml"
 
 
 @dataclass
@@ -431,7 +433,8 @@ class Trainer:
         self._checkpoint(cfg.steps)
         model_dir = self.output_dir / "model"
         if self.main:
-            save_model_dir(self.mlm, self.processor, model_dir)
+            recipe = (self.output_dir / "recipe.yaml").read_text()
+            save_model_dir(self.mlm, self.processor, model_dir, {RECIPE_NAME: recipe})
         self.acc.wait_for_everyone()
         if self.main:
             plot = self.output_dir / "training.png"

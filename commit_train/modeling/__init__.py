@@ -41,10 +41,16 @@ def load_model(cfg: ModelConfig, seed: int = 0) -> tuple[MultimodalLM, Multimoda
     return load_hf_multimodal(path, family=cfg.family, dtype=getattr(torch, cfg.dtype))
 
 
-def save_model_dir(mlm: MultimodalLM, processor: MultimodalProcessor, path: str | Path) -> Path:
+def save_model_dir(
+    mlm: MultimodalLM,
+    processor: MultimodalProcessor,
+    path: str | Path,
+    extra_files: dict[str, str] | None = None,
+) -> Path:
     """Export a loadable HF-style directory with LoRA merged, atomically.
 
     The live model is left untouched (a copy is merged), so training state stays valid.
+    ``extra_files`` (name -> text, e.g. the resolved recipe) are written inside it.
     """
     from commit_train.partition import merge_lora
 
@@ -58,6 +64,8 @@ def save_model_dir(mlm: MultimodalLM, processor: MultimodalProcessor, path: str 
     try:
         export.save_pretrained(str(tmp))
         processor.save_pretrained(str(tmp))
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

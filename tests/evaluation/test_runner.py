@@ -1,0 +1,122 @@
+"""Batched evaluation end to end on a tiny saved model: outputs, metrics, MLflow, errors."""
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from commit_train.config import TrackingConfig, validate
+from commit_train.data.records import read_records
+from commit_train.errors import DataError
+from commit_train.modeling import load_model, save_model_dir
+from commit_train.tracking import RunTracker
+from evaluation.benchmarks import load_benchmark
+from evaluation.runner import evaluate_model, generate_answers
+from evaluation.scoring import extract_answer, score
+from tests.conftest import tiny_recipe_dict
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tiny_parts, tmp_path_factory):
+    raw = tiny_recipe_dict(tiny_parts, tmp_path_factory.mktemp("unused"))
+    mlm, proc = load_model(validate(raw).model)
+    return save_model_dir(mlm, proc, tmp_path_factory.mktemp("m") / "model")
+
+
+def test_evaluate_writes_reports_and_logs_metrics(tiny_model_dir, tiny_parts, tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = RunTracker(TrackingConfig(uri=uri, experiment="eval-tests"), params={})
+    with tracker:
+        res = evaluate_model(
+            tiny_model_dir,
+            str(tiny_parts["val"]),
+            split="val",
+            output_dir=tmp_path / "out",
+            batch_size=4,
+            max_new_tokens=4,
+            tracking=tracker,
+        )
+    assert res.n == 16 and len(res.predictions) == 16
+    assert 0.0 <= res.metrics["accuracy"] <= 1.0
+    out = res.output_dir
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 16 and {"id", "prediction", "answers", "score"} <= set(rows[0])
+    assert (out / "predictions.csv").is_file() and (out / "report.md").is_file()
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["n"] == 16 and summary["metrics"]["accuracy"] == res.metrics["accuracy"]
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(tracker.run_id)
+    name = res.benchmark
+    assert run.data.metrics[f"eval/{name}/accuracy"] == pytest.approx(res.metrics["accuracy"])
+    arts = [a.path for a in client.list_artifacts(tracker.run_id, f"eval/{name}")]
+    assert f"eval/{name}/report.md" in arts
+
+
+def test_batched_generation_equals_one_at_a_time(tiny_model_dir, tiny_parts):
+    recs, _ = read_records(tiny_parts["val"])
+    mlm, proc = load_model(
+        validate(tiny_recipe_dict(tiny_parts, tiny_model_dir)).model.model_copy(
+            update={"path": str(tiny_model_dir), "encoder": None, "llm": None}
+        )
+    )
+    root = tiny_parts["val"].parent
+    batched = generate_answers(
+        mlm, proc, recs[:6], root, batch_size=6, max_new_tokens=5, progress=False
+    )
+    single = generate_answers(
+        mlm, proc, recs[:6], root, batch_size=1, max_new_tokens=5, progress=False
+    )
+    assert batched == single
+
+
+def test_scoring_mixes_metrics_per_record_shape():
+    from commit_train.data.records import Record
+
+    recs = [
+        Record("a", "image", "x.png", "q", ["red"], meta={"qtype": "colour"}),
+        Record("b", "image", "x.png", "q", ["cat"], choices=["dog", "cat"], meta={"qtype": "mc"}),
+        Record("c", "image", "x.png", "q", ["2"] * 10, meta={"qtype": "count"}),
+    ]
+    metrics, by_qtype, per = score(recs, ["Red", "B", "2"])
+    assert per == [1.0, 1.0, 1.0]
+    assert metrics["accuracy"] == 1.0 and set(by_qtype) == {"colour", "mc", "count"}
+    metrics, _, per = score(recs, ["blue", "A", "3"])
+    assert per == [0.0, 0.0, 0.0]
+    with pytest.raises(DataError, match="2 predictions for 3 references"):
+        score(recs, ["a", "b"])
+
+
+def test_extract_answer():
+    assert extract_answer("  Answer: Sneaker.\nmore text") == "Sneaker"
+    assert extract_answer('"seven"') == "seven"
+    assert extract_answer("") == ""
+
+
+def test_unknown_benchmark_lists_known_ones():
+    with pytest.raises(DataError) as e:
+        load_benchmark("nope")
+    assert "vision" in str(e.value) and "textvqa" in str(e.value)
+
+
+def test_format_benchmark_needs_data_dir():
+    with pytest.raises(DataError, match="--data-dir"):
+        load_benchmark("textvqa", "val")
+
+
+def test_empty_split_is_an_error(tiny_model_dir, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(DataError):
+        evaluate_model(tiny_model_dir, str(empty), output_dir=tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_model_modality_mismatch(tiny_model_dir, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(tmp_path / "a.wav", np.zeros(1600, dtype=np.float32), 16000)
+    line = {"id": "1", "modality": "audio", "media": "a.wav", "question": "q", "answers": ["x"]}
+    (tmp_path / "a.jsonl").write_text(json.dumps(line) + "\n")
+    with pytest.raises(DataError, match="takes image input"):
+        evaluate_model(tiny_model_dir, str(tmp_path / "a.jsonl"), output_dir=tmp_path / "o")
