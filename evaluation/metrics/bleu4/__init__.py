@@ -1,0 +1,1 @@
+"""The `bleu4` metric module; load it with `evaluation.metrics.load_metric("bleu4")`."""

@@ -1,0 +1,1 @@
+"""The `cider` metric module; load it with `evaluation.metrics.load_metric("cider")`."""

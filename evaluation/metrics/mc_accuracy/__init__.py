@@ -1,0 +1,1 @@
+"""The `mc_accuracy` metric module; load it with `evaluation.metrics.load_metric("mc_accuracy")`."""
