@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from commit_train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from commit_train.config import RunConfig
-from commit_train.data.builtin import resolve_data_source
+from commit_train.data.sources import resolve_source
 from commit_train.data.collate import Collator, RecordDataset
 from commit_train.data.records import read_records
 from commit_train.errors import TrainingDiverged
@@ -113,7 +113,7 @@ class Trainer:
     def setup(self) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
-        train_jsonl, train_root = resolve_data_source(cfg.data.train, "train")
+        train_jsonl, train_root = resolve_source(cfg.data.train, "train", self.output_dir)
         self.train_records, self.train_report = read_records(
             train_jsonl,
             root=cfg.data.root or train_root,
@@ -125,7 +125,7 @@ class Trainer:
             self.train_records = self.train_records[: cfg.data.max_train_records]
         self.val_records, self.val_root = [], self.train_root
         if cfg.data.val:
-            val_jsonl, val_root = resolve_data_source(cfg.data.val, "val")
+            val_jsonl, val_root = resolve_source(cfg.data.val, "val", self.output_dir)
             self.val_records, _ = read_records(
                 val_jsonl,
                 root=cfg.data.root or val_root,

@@ -368,10 +368,15 @@ def read_records(
 
 
 def write_records(records: list[Record], path: str | Path) -> Path:
-    """Write records as canonical JSONL (UTF-8, one object per line)."""
+    """Write records as canonical JSONL (UTF-8, one object per line), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(r.to_json() + "\n")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in records:
+                f.write(r.to_json() + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
