@@ -114,3 +114,55 @@ def test_merge_lora_keeps_outputs(tiny_parts):
     after = mlm.decoder()(inputs_embeds=embeds).last_hidden_state
     assert not any("lora_" in n for n, _ in mlm.model.named_parameters())
     torch.testing.assert_close(before, after, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "family,enc_targets,enc_prefixes",
+    [
+        ("llava", ["q_proj", "v_proj"], ("model.vision_tower.", "model.multi_modal_projector.")),
+        (
+            "blip2",
+            ["query", "value"],
+            ("vision_model.", "qformer.", "query_tokens", "language_projection."),
+        ),
+        (
+            "qwen2_audio",
+            ["q_proj", "v_proj"],
+            ("model.audio_tower.", "model.multi_modal_projector."),
+        ),
+    ],
+)
+def test_hf_family_groups_with_lora_on_both_sides(tmp_path, family, enc_targets, enc_prefixes):
+    """LoRA on the encoder and the LLM of each HF family: the groups hold exactly the
+    LoRA weights of each side plus the fully trained projector on the encoder side."""
+    from commit_train.modeling.hf_adapters import load_hf_multimodal
+    from tests.commit_train.modeling.test_hf_adapters import BUILDERS
+
+    BUILDERS[family](tmp_path)
+    mlm, _ = load_hf_multimodal(str(tmp_path))
+    llm_targets = ["q_proj", "v_proj"]
+    cfg = ModelConfig.model_validate(
+        {
+            "path": str(tmp_path),
+            "family": family,
+            "tuning": {"encoder": "lora", "projector": "full", "llm": "lora"},
+            "lora": {
+                "r": 2,
+                "alpha": 4,
+                "target_modules": {"encoder": enc_targets, "llm": llm_targets},
+            },
+        }
+    )
+    apply_tuning(mlm, cfg)
+    g = param_groups(mlm, cfg)
+    enc, llm = _names(g, "encoder"), _names(g, "llm")
+    proj = mlm.prefixes.projector
+    enc_lora = [n for n in enc if "lora_" in n]
+    assert enc_lora and all(n.startswith(enc_prefixes) for n in enc)
+    assert all("lora_" in n or n.startswith(proj) for n in enc)
+    assert any(n.startswith(proj) for n in enc)
+    assert llm and all("lora_" in n and n.startswith(mlm.prefixes.llm) for n in llm)
+    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in enc_lora} <= set(enc_targets)
+    # nothing else trains
+    trainable = {n for n, p in mlm.model.named_parameters() if p.requires_grad}
+    assert trainable == set(enc) | set(llm)
