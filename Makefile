@@ -34,6 +34,7 @@ prepare: install
 
 demo: prepare
 	$(BIN)/commit train recipes/builtin_vision.yaml
+	$(BIN)/commit evaluate --model runs/builtin_vision/model --benchmark vision --split test
 
 test: prepare
 	$(BIN)/pytest -q -ra
