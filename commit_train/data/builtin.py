@@ -1,74 +1,86 @@
-"""Built-in datasets made from real content available offline.
+"""Built-in offline benchmarks made from real content shipped in packages.
 
-* ``vision``: real Fashion-MNIST photographs (Debian ``dataset-fashion-mnist``), upscaled
-  to RGB PNGs, with open ("What kind of clothing item is this?"), yes/no and
-  multiple-choice questions. Train images come from the official train file, val/test
-  from the official test file, so evaluation never sees a training image.
-* ``audio``: spoken numbers and words synthesised by ``espeak-ng`` with many voice
-  variants, speeds and pitches, resampled to 16 kHz mono WAV.
+* ``vision`` (:mod:`commit_train.data.builtin_vision`): real Fashion-MNIST photographs,
+  real MNIST digits and rendered shape scenes, asked ten kinds of question (open,
+  yes/no, multiple choice; counting, colour, spatial relations).
+* ``audio`` (:mod:`commit_train.data.builtin_audio`): digits and words spoken by many
+  espeak-ng and flite voices with added noise, plus generated beeps and tones asked about
+  count, pitch and loudness.
+
+Each record carries ``meta["qtype"]`` so evaluation can report accuracy per question
+type next to :func:`chance_levels`; a method that does not beat the chance level of a
+type has learned nothing about it, whatever the overall number says.
 
 Generation is deterministic for a given ``(name, sizes, seed)`` and written atomically
 (temp dir next to the target, then rename) with a ``manifest.json``; calling it again with
 the same parameters reuses the existing directory, so concurrent ranks or repeated
-pipeline steps are safe and cheap.
+pipeline steps are safe and cheap. :func:`main` prints the tables of
+``docs/BENCHMARKS_BUILTIN.md`` from the default-size datasets::
+
+    .venv/bin/python -c 'from commit_train.data.builtin import main; main()'
+
+(``python -m commit_train.data.builtin`` works too, with a harmless runpy warning because
+the package ``__init__`` imports this module first.)
 """
 
 from __future__ import annotations
 
-import gzip
-import io
+import argparse
 import json
 import os
 import shutil
-import subprocess
+import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
-from PIL import Image
 
-from commit_train.data.media import resample
-from commit_train.data.records import Record, write_records
+from commit_train.data.records import Record, read_records, write_records
 from commit_train.errors import DataError
 
 # Bump when the generated content changes, so cached copies are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SPLITS = ("train", "val", "test")
+# Sized so both sets generate in well under a minute on 2 cores, a training epoch stays
+# affordable on CPU, and the test split still has ~40-50 examples per question type.
 DEFAULT_SIZES: dict[str, tuple[int, int, int]] = {
-    "vision": (600, 100, 100),
-    "audio": (300, 60, 60),
+    "vision": (3000, 200, 500),
+    "audio": (2000, 200, 450),
 }
 BUILTIN_NAMES = tuple(DEFAULT_SIZES)
-
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-IMAGE_SIZE = 112
-AUDIO_RATE = 16_000
-
-# (answer, other accepted answers, noun phrase for yes/no questions) per Fashion-MNIST label.
-FASHION_CLASSES: list[tuple[str, list[str], str]] = [
-    ("t-shirt", ["t-shirt/top", "top", "tshirt", "tee"], "a T-shirt"),
-    ("trousers", ["trouser", "pants"], "a pair of trousers"),
-    ("pullover", ["sweater", "jumper"], "a pullover"),
-    ("dress", [], "a dress"),
-    ("coat", ["jacket"], "a coat"),
-    ("sandal", ["sandals"], "a sandal"),
-    ("shirt", [], "a shirt"),
-    ("sneaker", ["sneakers", "shoe", "trainer"], "a sneaker"),
-    ("bag", ["handbag", "purse"], "a bag"),
-    ("ankle boot", ["boot", "ankle boots"], "an ankle boot"),
-]
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-SPOKEN_WORDS = ["cat", "dog", "bird", "horse", "red", "green", "blue", "yellow", "yes", "stop"]
-ESPEAK_VOICES = ("en-us", "en")
-ESPEAK_VARIANTS = (
-    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",
-)  # fmt: skip
 
 
-# ---- locations -----------------------------------------------------------------------------
+# ---- helpers shared by the generators --------------------------------------------------------
+def split_rng(seed: int, name: str, split: str) -> np.random.Generator:
+    """Independent, stable stream per split: growing one split never changes the others."""
+    return np.random.default_rng([seed, SPLITS.index(split), sum(map(ord, name))])
+
+
+def assign_qtypes(rng: np.random.Generator, qtypes: Sequence[str], n: int) -> list[str]:
+    """``n`` question types, as equal in number as possible, in random order.
+
+    Exact (not sampled) counts keep every type represented even in small test splits, so
+    per-type accuracy is never computed on a handful of examples by bad luck.
+    """
+    return [qtypes[int(i)] for i in rng.permutation(np.resize(np.arange(len(qtypes)), n))]
+
+
+def shuffled_choices(rng: np.random.Generator, answer: str, distractors: Sequence[str]) -> list:
+    """``answer`` and ``distractors`` in random order (the answer's position is uniform)."""
+    options = [answer, *distractors]
+    return [options[int(i)] for i in rng.permutation(len(options))]
+
+
+def number_answers(n: int) -> list[str]:
+    """Accepted answers for a count or digit: the numeral first, then the word."""
+    return [str(n), NUMBER_WORDS[n]]
+
+
+# ---- locations -------------------------------------------------------------------------------
 def cache_root() -> Path:
     """``$COMMIT_CACHE`` or ``~/.cache/commit-mlops``: one place for generated data."""
     env = os.environ.get("COMMIT_CACHE")
@@ -111,7 +123,7 @@ def resolve_data_source(spec: str, split: str, root: str | Path | None = None) -
     return path, Path(root) if root is not None else path.parent
 
 
-# ---- generation driver ---------------------------------------------------------------------
+# ---- generation driver -----------------------------------------------------------------------
 def _sizes(name: str, n_train: int | None, n_val: int | None, n_test: int | None) -> dict:
     d = DEFAULT_SIZES[name]
     sizes = {
@@ -141,6 +153,24 @@ def _is_complete(path: Path, params: dict[str, Any]) -> bool:
     )
 
 
+def _generator(name: str) -> tuple[Callable[[Path, str, int, int], list[Record]], str]:
+    """``(make_split, source description)``; imported lazily so that using one benchmark
+    never requires the other's system packages."""
+    if name == "vision":
+        from commit_train.data import builtin_vision as mod
+    else:
+        from commit_train.data import builtin_audio as mod
+    return mod.make_split, mod.SOURCE
+
+
+def answer_vocab(records: Sequence[Record]) -> dict[str, list[str]]:
+    """Per question type, the sorted canonical answers (``answers[0]``) that occur."""
+    vocab: dict[str, set[str]] = {}
+    for r in records:
+        vocab.setdefault(_qtype(r), set()).add(r.answers[0])
+    return {k: sorted(v) for k, v in sorted(vocab.items())}
+
+
 def make_builtin(
     name: str,
     out_dir: str | Path,
@@ -153,7 +183,8 @@ def make_builtin(
 
     The directory holds ``train.jsonl``, ``val.jsonl``, ``test.jsonl`` (canonical records,
     media relative to the directory), the media files and ``manifest.json`` (parameters,
-    counts). Sizes default to :data:`DEFAULT_SIZES`.
+    counts per split and question type, answer vocabularies). Sizes default to
+    :data:`DEFAULT_SIZES`.
     """
     _check_name(name)
     out_dir = Path(out_dir)
@@ -162,17 +193,25 @@ def make_builtin(
     if _is_complete(out_dir, params):
         return out_dir
 
+    generate, source = _generator(name)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        generate = _make_vision if name == "vision" else _make_audio
-        counts = {}
+        counts, qtypes, everything = {}, {}, []
         for split in SPLITS:
             records = generate(tmp, split, sizes[split], seed)
             write_records(records, tmp / f"{split}.jsonl")
             counts[split] = len(records)
-        manifest = {"params": params, "counts": counts, "source": _SOURCES[name]}
+            qtypes[split] = dict(sorted(Counter(_qtype(r) for r in records).items()))
+            everything += records
+        manifest = {
+            "params": params,
+            "counts": counts,
+            "qtypes": qtypes,
+            "vocab": answer_vocab(everything),
+            "source": source,
+        }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         _publish(tmp, out_dir, params)
     finally:
@@ -198,186 +237,133 @@ def _publish(tmp: Path, out_dir: Path, params: dict[str, Any]) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _split_seed(seed: int, name: str, split: str) -> np.random.Generator:
-    # Independent, stable streams per split: growing one split never changes the others.
-    return np.random.default_rng([seed, SPLITS.index(split), sum(map(ord, name))])
+# ---- chance levels ---------------------------------------------------------------------------
+def _qtype(record: Record) -> str:
+    return str((record.meta or {}).get("qtype", "all"))
 
 
-# ---- vision --------------------------------------------------------------------------------
-def _read_idx(path: Path, offset: int) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        return np.frombuffer(f.read(), dtype=np.uint8, offset=offset)
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
 
 
-def load_fashion_mnist(part: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(images (N, 28, 28) uint8, labels (N,))`` of ``part`` "train" or "t10k"."""
-    images_f = FASHION_MNIST_DIR / f"{part}-images-idx3-ubyte.gz"
-    labels_f = FASHION_MNIST_DIR / f"{part}-labels-idx1-ubyte.gz"
-    if not images_f.is_file() or not labels_f.is_file():
-        raise DataError(
-            f"Fashion-MNIST files are missing ({images_f}); the built-in vision dataset "
-            "needs them: apt-get install dataset-fashion-mnist"
-        )
-    images = _read_idx(images_f, 16).reshape(-1, 28, 28)
-    labels = _read_idx(labels_f, 8)
-    if images.shape[0] != labels.shape[0]:
-        raise DataError(
-            f"Fashion-MNIST {part}: {images.shape[0]} images but {labels.shape[0]} labels"
-        )
-    return images, labels
+def chance_table(records: Sequence[Record]) -> dict[str, dict[str, Any]]:
+    """Two answer-blind baselines per question type, and their ``"overall"`` mean.
 
+    * ``majority``: always give the type's most frequent answer; for multiple choice,
+      always pick the most frequently correct *position* (an answer text is not always
+      offered, a position is).
+    * ``uniform``: guess uniformly among the type's answer vocabulary (the distinct
+      canonical answers that occur), or among a multiple-choice record's choices.
 
-def _vision_question(
-    rng: np.random.Generator, label: int
-) -> tuple[str, list[str], list[str] | None, str]:
-    """(question, answers, choices, question type) for an image of class ``label``."""
-    answer, synonyms, _ = FASHION_CLASSES[label]
-    kind = rng.choice(["open", "open", "yesno", "choice"])
-    if kind == "open":
-        q = str(
-            rng.choice(
-                [
-                    "What kind of clothing item is this?",
-                    "What is shown in this image?",
-                    "Name the item in the picture.",
-                ]
+    A guess counts as correct when it is one of the record's accepted answers, as the
+    evaluation's exact match does. ``"overall"`` weights each type by its number of
+    records, i.e. a guesser that knows the question type (the question text gives it).
+    """
+    groups: dict[str, list[Record]] = {}
+    for r in records:
+        groups.setdefault(_qtype(r), []).append(r)
+    table: dict[str, dict[str, Any]] = {}
+    for qt, rs in sorted(groups.items()):
+        accepted = [{_norm(a) for a in r.answers} for r in rs]
+        if all(r.choices for r in rs):
+            pos = Counter(
+                next((i for i, c in enumerate(r.choices) if _norm(c) in acc), -1)
+                for r, acc in zip(rs, accepted, strict=True)
             )
-        )
-        return q, [answer, *synonyms], None, "open"
-    if kind == "yesno":
-        # Half the questions ask about the true class, so "yes" and "no" are balanced.
-        asked = (
-            label if rng.random() < 0.5 else int(rng.choice([i for i in range(10) if i != label]))
-        )
-        q = f"Is this {FASHION_CLASSES[asked][2]}?"
-        return q, ["yes" if asked == label else "no"], None, "yesno"
-    others = rng.choice([i for i in range(10) if i != label], size=3, replace=False)
-    options = [answer] + [FASHION_CLASSES[int(i)][0] for i in others]
-    choices = [options[int(i)] for i in rng.permutation(4)]
-    return "Which of these items is shown in the image?", [answer], choices, "choice"
+            best_pos, hits = min(pos.items(), key=lambda kv: (-kv[1], kv[0]))
+            majority, guess = hits / len(rs), f"choice {best_pos + 1}"
+            uniform = float(np.mean([1.0 / len(r.choices) for r in rs]))
+            vocab_size = len({_norm(c) for r in rs for c in r.choices})
+        else:
+            canon = Counter(_norm(r.answers[0]) for r in rs)
+            guess = min(canon.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+            majority = sum(guess in acc for acc in accepted) / len(rs)
+            vocab = set(canon)
+            vocab_size = len(vocab)
+            uniform = float(np.mean([len(vocab & acc) / vocab_size for acc in accepted]))
+        table[qt] = {
+            "n": len(rs),
+            "majority": majority,
+            "majority_answer": guess,
+            "uniform": uniform,
+            "vocab_size": vocab_size,
+        }
+    n = sum(t["n"] for t in table.values())
+    if n:
+        table["overall"] = {
+            "n": n,
+            "majority": sum(t["majority"] * t["n"] for t in table.values()) / n,
+            "majority_answer": "per type",
+            "uniform": sum(t["uniform"] * t["n"] for t in table.values()) / n,
+            "vocab_size": len({_norm(r.answers[0]) for r in records}),
+        }
+    return table
 
 
-def _make_vision(out: Path, split: str, n: int, seed: int) -> list[Record]:
-    images, labels = load_fashion_mnist("train" if split == "train" else "t10k")
-    rng = _split_seed(seed, "vision", split)
-    if split == "train":
-        pool = np.arange(images.shape[0])
-    else:  # val and test take disjoint halves of the official test set
-        half = images.shape[0] // 2
-        pool = np.arange(half) if split == "val" else np.arange(half, images.shape[0])
-    if n > pool.size:
-        raise ValueError(f"vision {split}: at most {pool.size} images available, asked {n}")
-    picked = rng.choice(pool, size=n, replace=False)
-    (out / "images" / split).mkdir(parents=True, exist_ok=True)
-    records = []
-    for i, idx in enumerate(picked):
-        rid = f"vision-{split}-{i:05d}"
-        media = f"images/{split}/{rid}.png"
-        img = Image.fromarray(images[idx]).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC)
-        img.convert("RGB").save(out / media, optimize=False)
-        label = int(labels[idx])
-        q, answers, choices, kind = _vision_question(rng, label)
-        records.append(
-            Record(
-                id=rid,
-                modality="image",
-                media=media,
-                question=q,
-                answers=answers,
-                choices=choices,
-                split=split,
-                meta={"qtype": kind, "label": FASHION_CLASSES[label][0], "source_index": int(idx)},
-            )
-        )
-    return records
+def chance_levels(records: Sequence[Record], baseline: str = "majority") -> dict[str, float]:
+    """``{qtype: accuracy, ..., "overall": accuracy}`` of one answer-blind baseline
+    (``"majority"``, the stronger and default, or ``"uniform"``); see :func:`chance_table`.
+    """
+    if baseline not in ("majority", "uniform"):
+        raise ValueError(f"baseline must be 'majority' or 'uniform', not {baseline!r}")
+    return {qt: float(row[baseline]) for qt, row in chance_table(records).items()}
 
 
-# ---- audio ---------------------------------------------------------------------------------
-def _espeak() -> str:
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise DataError(
-            "espeak-ng is not installed; the built-in audio dataset synthesises speech "
-            "with it: apt-get install espeak-ng"
-        )
-    return exe
-
-
-def synthesize(text: str, voice: str, speed: int, pitch: int, exe: str | None = None) -> np.ndarray:
-    """Speak ``text`` with espeak-ng; mono float32 at 16 kHz, silence trimmed at the ends."""
-    cmd = [exe or _espeak(), "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text]
-    proc = subprocess.run(cmd, capture_output=True, check=False, timeout=60)
-    if proc.returncode != 0 or not proc.stdout:
-        raise DataError(f"espeak-ng failed for {text!r} ({voice}): {proc.stderr.decode()[-300:]}")
-    wave, rate = sf.read(io.BytesIO(proc.stdout), dtype="float32")
-    if wave.ndim > 1:
-        wave = wave.mean(axis=1)
-    loud = np.flatnonzero(np.abs(wave) > 0.01)
-    if loud.size:  # keep 50 ms of lead-in/out so onsets are not clipped
-        pad = int(0.05 * rate)
-        wave = wave[max(0, loud[0] - pad) : loud[-1] + pad]
-    return resample(wave, int(rate), AUDIO_RATE)
-
-
-def _audio_item(
-    rng: np.random.Generator,
-) -> tuple[str, str, list[str], list[str] | None, str, dict[str, Any]]:
-    """(text to speak, question, answers, choices, qtype, voice params) for one clip."""
-    voice = f"{rng.choice(ESPEAK_VOICES)}+{rng.choice(ESPEAK_VARIANTS)}"
-    params = {
-        "voice": voice,
-        "speed": int(rng.integers(120, 201)),
-        "pitch": int(rng.integers(25, 76)),
-    }
-    if rng.random() < 0.7:
-        d = int(rng.integers(10))
-        word = NUMBER_WORDS[d]
-        kind = rng.choice(["open", "open", "yesno", "choice"])
-        if kind == "open":
-            return word, "What number is spoken?", [word, str(d)], None, "open", params
-        if kind == "yesno":
-            asked = d if rng.random() < 0.5 else int(rng.choice([i for i in range(10) if i != d]))
-            q = f"Is the number {NUMBER_WORDS[asked]} spoken?"
-            return word, q, ["yes" if asked == d else "no"], None, "yesno", params
-        others = rng.choice([i for i in range(10) if i != d], size=3, replace=False)
-        options = [word] + [NUMBER_WORDS[int(i)] for i in others]
-        choices = [options[int(i)] for i in rng.permutation(4)]
-        return word, "Which number is spoken?", [word], choices, "choice", params
-    word = str(rng.choice(SPOKEN_WORDS))
-    return word, "What word is spoken?", [word], None, "open_word", params
-
-
-def _make_audio(out: Path, split: str, n: int, seed: int) -> list[Record]:
-    exe = _espeak()
-    rng = _split_seed(seed, "audio", split)
-    (out / "audio" / split).mkdir(parents=True, exist_ok=True)
-    items = [(f"audio-{split}-{i:05d}", *_audio_item(rng)) for i in range(n)]
-
-    def render(item: tuple) -> None:
-        rid, text, *_, params = item
-        wave = synthesize(text, params["voice"], params["speed"], params["pitch"], exe)
-        sf.write(out / "audio" / split / f"{rid}.wav", wave, AUDIO_RATE, subtype="PCM_16")
-
-    # Each clip is a subprocess (GIL released while waiting), so a few threads suffice.
-    with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
-        list(pool.map(render, items))
-    return [
-        Record(
-            id=rid,
-            modality="audio",
-            media=f"audio/{split}/{rid}.wav",
-            question=q,
-            answers=answers,
-            choices=choices,
-            split=split,
-            meta={"qtype": kind, "spoken": text, **params},
-        )
-        for rid, text, q, answers, choices, kind, params in items
+# ---- documentation tables --------------------------------------------------------------------
+def benchmark_markdown(name: str, path: Path) -> str:
+    """Markdown tables (sizes, question types, vocabularies, chance) of a generated set."""
+    manifest = _read_manifest(path) or {}
+    splits = {s: read_records(path / f"{s}.jsonl", path, check_media=False)[0] for s in SPLITS}
+    counts = {s: Counter(_qtype(r) for r in rs) for s, rs in splits.items()}
+    table = chance_table(splits["test"])
+    lines = [
+        f"### `builtin:{name}`",
+        "",
+        f"Source: {manifest.get('source', '?')}. Seed {manifest.get('params', {}).get('seed')}.",
+        "",
+        "| split | records |",
+        "|---|---:|",
+        *(f"| {s} | {len(rs)} |" for s, rs in splits.items()),
+        "",
+        "| question type | train | val | test | test majority (guess) | test uniform |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
+    for qt, row in table.items():
+        per_split = (
+            [str(sum(c.values())) for c in counts.values()]
+            if qt == "overall"
+            else [str(c.get(qt, 0)) for c in counts.values()]
+        )
+        label = "**overall**" if qt == "overall" else f"`{qt}`"
+        lines.append(
+            f"| {label} | {' | '.join(per_split)} | {row['majority']:.3f} "
+            f"({row['majority_answer']}) | {row['uniform']:.3f} |"
+        )
+    lines += ["", "| question type | example question | answer vocabulary |", "|---|---|---|"]
+    vocab = answer_vocab([r for rs in splits.values() for r in rs])
+    for qt, answers in vocab.items():
+        example = next(r for r in splits["train"] + splits["test"] if _qtype(r) == qt)
+        mc = " (multiple choice, answer = choice text)" if example.choices else ""
+        lines.append(f"| `{qt}` | {example.question}{mc} | {', '.join(answers)} |")
+    return "\n".join(lines) + "\n"
 
 
-_SOURCES = {
-    "vision": "Fashion-MNIST (Debian dataset-fashion-mnist), upscaled to "
-    f"{IMAGE_SIZE}x{IMAGE_SIZE} RGB PNG",
-    "audio": f"espeak-ng synthesis, {AUDIO_RATE} Hz mono 16-bit WAV",
-}
+def main(argv: Sequence[str] | None = None) -> int:
+    """Generate the default-size benchmarks (timed) and print their documentation tables."""
+    ap = argparse.ArgumentParser(prog="commit_train.data.builtin", description=main.__doc__)
+    ap.add_argument("--names", default=",".join(BUILTIN_NAMES))
+    ap.add_argument("--out", help="generate here instead of the cache")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    for name in args.names.split(","):
+        target = Path(args.out) / name if args.out else builtin_path(name)
+        start = time.perf_counter()
+        make_builtin(name, target, seed=args.seed)
+        took = time.perf_counter() - start
+        print(benchmark_markdown(name, target))
+        print(f"(generated or reused in {took:.1f} s at {target})\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
