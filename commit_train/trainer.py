@@ -27,9 +27,9 @@ from tqdm.auto import tqdm
 
 from commit_train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from commit_train.config import RunConfig
-from commit_train.data.sources import resolve_source
 from commit_train.data.collate import Collator, RecordDataset
 from commit_train.data.records import read_records
+from commit_train.data.sources import resolve_source
 from commit_train.errors import TrainingDiverged
 from commit_train.hooks import SIDES, StepHooks
 from commit_train.lr import lr_factor
@@ -113,28 +113,14 @@ class Trainer:
     def setup(self) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
-        train_jsonl, train_root = resolve_source(cfg.data.train, "train", self.output_dir)
-        self.train_records, self.train_report = read_records(
-            train_jsonl,
-            root=cfg.data.root or train_root,
-            modality=cfg.model.modality,
-            skip_bad=cfg.data.skip_bad,
+        self.train_records, self.train_root = self._load_split(
+            cfg.data.train, "train", cfg.data.max_train_records
         )
-        self.train_root = Path(cfg.data.root or train_root)
-        if cfg.data.max_train_records:
-            self.train_records = self.train_records[: cfg.data.max_train_records]
         self.val_records, self.val_root = [], self.train_root
         if cfg.data.val:
-            val_jsonl, val_root = resolve_source(cfg.data.val, "val", self.output_dir)
-            self.val_records, _ = read_records(
-                val_jsonl,
-                root=cfg.data.root or val_root,
-                modality=cfg.model.modality,
-                skip_bad=cfg.data.skip_bad,
+            self.val_records, self.val_root = self._load_split(
+                cfg.data.val, "val", cfg.data.max_val_records
             )
-            self.val_root = Path(cfg.data.root or val_root)
-            if cfg.data.max_val_records:
-                self.val_records = self.val_records[: cfg.data.max_val_records]
 
         self.mlm, self.processor = load_model(cfg.model, seed=cfg.seed)
         self.modes = apply_tuning(self.mlm, cfg.model)
@@ -181,6 +167,18 @@ class Trainer:
             self.hooks.load_state_dict(state.get("balance", {}))
             if self.main:
                 log.info("resumed from %s at step %d", ckpt, self.start_step)
+
+    def _load_split(self, spec: str, split: str, limit: int | None) -> tuple[list, Path]:
+        """Resolve and validate every record of a split (raises before any training)."""
+        data = self.cfg.data
+        jsonl, root = resolve_source(spec, split, self.output_dir)
+        root = Path(data.root or root)
+        records, report = read_records(
+            jsonl, root=root, modality=self.cfg.model.modality, skip_bad=data.skip_bad
+        )
+        if report.n_bad and self.main:
+            log.warning("%s", report.summary())
+        return (records[:limit] if limit else records), root
 
     def _loader(self, start_micro_batch: int) -> DataLoader:
         sampler = ResumableBatchSampler(

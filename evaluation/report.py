@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from commit_train.data.records import Record
+from commit_train.fsutil import atomic_dir
 
 
 def _chart(by_qtype: dict[str, dict[str, float]], chance: dict[str, float] | None, path: Path):
@@ -49,9 +47,7 @@ def write_outputs(
     model: str = "",
 ) -> Path:
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         rows = [
             {
                 "id": r.id,
@@ -124,10 +120,4 @@ def write_outputs(
             ]
             lines += [f"| {w['question']} | {w['answers'][0]} | {w['prediction']} |" for w in wrong]
         (tmp / "report.md").write_text("\n".join(lines) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

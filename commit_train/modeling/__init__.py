@@ -8,15 +8,13 @@ directory, or an HF LLaVA-family / BLIP-2 / Qwen2-Audio model (dir or HF id).
 from __future__ import annotations
 
 import copy
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from commit_train.config import ModelConfig
 from commit_train.errors import ModelLoadError
+from commit_train.fsutil import atomic_dir
 from commit_train.modeling.base import MultimodalLM, MultimodalProcessor
 
 
@@ -55,21 +53,13 @@ def save_model_dir(
     from commit_train.partition import merge_lora
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     export = copy.deepcopy(mlm)
     merge_lora(export.model)
     for p in export.parameters():
         p.requires_grad_(False)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         export.save_pretrained(str(tmp))
         processor.save_pretrained(str(tmp))
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path

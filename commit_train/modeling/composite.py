@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -241,26 +239,10 @@ def is_composite_dir(path: str | os.PathLike) -> bool:
 
 
 def load_composite(path: str | os.PathLike) -> tuple[CompositeLM, CompositeProcessor]:
-    """Load a saved composite directory (as written by :func:`save_composite`)."""
+    """Load a saved composite directory (as written by ``save_model_dir``)."""
     model = CompositeModel.from_pretrained(path)
     processor = CompositeProcessor.from_pretrained(path)
     return CompositeLM(model, processor.media_token_id), processor
-
-
-def save_composite(mlm: CompositeLM, processor: CompositeProcessor, path: str | os.PathLike):
-    """Write model + processor to ``path`` atomically (temp dir in the same folder, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        mlm.model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _load_llm(path: str, dtype: torch.dtype) -> tuple[nn.Module, Any]:

@@ -15,12 +15,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from commit_train.errors import ModelLoadError
+from commit_train.fsutil import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -92,19 +91,8 @@ def prepare_pretrained(
 
 
 def _atomic_build(target: Path, build: Callable[[Path], None]) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         build(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the cache is shared data
-        if target.exists():  # a stale, incomplete dir (no config.json) from elsewhere
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _package_dir(name: str, pip_name: str) -> Path:
