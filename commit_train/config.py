@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from commit_train.errors import ConfigError
 
@@ -153,6 +160,15 @@ class BalanceConfig(_Section):
     aux_weight: float = Field(0.1, ge=0, description="λ")
     aux_temperature: float = Field(0.5, gt=0, description="τ")
     cd_period: int = Field(10, ge=1)
+
+    @field_validator("aux")
+    @classmethod
+    def _known_aux(cls, name: str) -> str:
+        from commit_train.losses import known_aux  # lazy: the registry lives with torch code
+
+        if name not in known_aux():
+            raise ValueError(f"unknown auxiliary loss {name!r}; known: {', '.join(known_aux())}")
+        return name
 
     @model_validator(mode="after")
     def _check(self) -> BalanceConfig:
