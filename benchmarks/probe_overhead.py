@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -39,33 +37,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._report import BENCHMARKS_MD, machine, write_section  # noqa: E402
 from commit_train.config import load_config  # noqa: E402
 from commit_train.trainer import Trainer  # noqa: E402
 
-SECTION = "## Probe overhead"
+SECTION = "Probe overhead"
 TARGET = 0.03
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def machine() -> str:
-    dev = "CPU only"
-    if torch.cuda.is_available():
-        dev = f"GPU {torch.cuda.get_device_name(0)}"
-    import os
-
-    return (
-        f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} intra-op threads), {dev}"
-    )
 
 
 def one_run(recipe: Path, overrides: list[str], steps: int, warmup: int, out: Path) -> dict:
@@ -122,21 +99,6 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
     }
 
 
-def write_section(path: Path, body: str) -> None:
-    text = (
-        path.read_text()
-        if path.exists()
-        else "# Benchmarks\n\nMeasured numbers, with the command and machine that produced each.\n"
-    )
-    block = f"{SECTION}\n\n{body.rstrip()}\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block + "\n", text, count=1).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + block
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "builtin_vision.yaml")
@@ -150,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
     )
     ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
-    ap.add_argument("--benchmarks-md", type=Path, default=ROOT / "BENCHMARKS.md")
+    ap.add_argument("--benchmarks-md", type=Path, default=BENCHMARKS_MD)
     args = ap.parse_args(argv)
     if args.quick:
         args.reps, args.steps, args.warmup, args.probe_every = 1, 7, 1, 3
@@ -217,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = " ".join(["python benchmarks/probe_overhead.py", *given])
     body = f"""Command: `.venv/bin/commit prepare && .venv/bin/{cmd}`
 
-Machine: {machine()}. Recipe `{args.recipe.relative_to(ROOT) if args.recipe.is_relative_to(ROOT) else args.recipe}`
+Machine: {machine()}, {torch.get_num_threads()} torch threads. Recipe `{args.recipe.relative_to(ROOT) if args.recipe.is_relative_to(ROOT) else args.recipe}`
 (SmolLM2-135M-Instruct with LoRA r=16 on q/k/v/o, EfficientNet-Lite0 + MLP projector fully
 trained), batch {batch_size}, probe_size 4 (default), {args.reps} on/off pairs of
 {args.steps} steps interleaved in one process, first {args.warmup} steps of each run untimed,
@@ -246,7 +208,7 @@ tracking off.
   change step time between runs by more than the probe does); the direct accounting
   (`time/probe_fraction`) does not depend on it.
 """
-    write_section(args.benchmarks_md, body)
+    write_section(SECTION, body, args.benchmarks_md)
     print(f"updated {args.benchmarks_md}")
     return 0
 
