@@ -8,6 +8,7 @@ non-zero; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -18,16 +19,14 @@ from commit_train.errors import CommitError
 DESCRIPTION = """\
 CoMMIT: coordinated multimodal instruction tuning (encoder + projector + LLM).
 
-commands:
-  prepare   convert the offline pretrained parts (SmolLM2-135M-Instruct, EfficientNet-Lite0,
-            Whisper tiny.en) into the local cache and build the built-in datasets
-  train     fine-tune a multimodal LLM from a YAML recipe; dotted.key=value overrides;
-            --resume continues a killed run from its last checkpoint
-  evaluate  score a saved model on a benchmark (built-in, a real dataset in its own
-            layout, or a canonical JSONL): batched generation, metrics, report
-
+Typical flow: `commit prepare` once, `commit train <recipe.yaml>`, then
+`commit evaluate --model <run>/model --benchmark <name>`.
 Run `commit <command> --help` for the options of each command.
 """
+
+#: Modules that add subcommands: each has ``register(subparsers)`` which adds its parser
+#: and sets ``func`` (a callable taking the parsed args, returning an exit code).
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--run-id", help="log into this MLflow run (e.g. the training run)")
     e.add_argument("--experiment", default="evaluation", help="MLflow experiment for new runs")
     e.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
 
     pr = sub.add_parser(
         "prepare",
@@ -218,11 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("urllib3", "botocore", "alembic", "filelock", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "prepare": _cmd_prepare}
-    if args.command not in commands:
-        _parser().print_help()
+    func = commands.get(args.command) or getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
         return 2
     try:
-        return commands[args.command](args)
+        return func(args)
     except CommitError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
