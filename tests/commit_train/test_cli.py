@@ -38,11 +38,14 @@ def _one_paragraph_error(res, *needles):
 def test_help_explains_each_command():
     res = _run("--help")
     assert res.returncode == 0
-    for word in ("train", "prepare", "--resume"):
+    for word in ("train", "evaluate", "prepare"):
         assert word in res.stdout
     res = _run("train", "--help")
     assert res.returncode == 0
-    assert "dotted.key=value" in res.stdout and "--output-dir" in res.stdout
+    for word in ("dotted.key=value", "--output-dir", "--resume"):
+        assert word in res.stdout
+    res = _run("evaluate", "--help")
+    assert res.returncode == 0 and "--benchmark" in res.stdout
 
 
 def test_missing_recipe(tmp_path):
