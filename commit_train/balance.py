@@ -6,7 +6,8 @@ without copying weights or taking a tentative step:
 1. before stepping: reference log-probs p(S_t, T_t) at the answer positions of a probe
    subset of the last micro-batch, and its projected encoder features E_t;
 2. after the encoder-side step: E_{t+1} = encode(media); p(S_{t+1}, T_t) = LLM(E_{t+1});
-3. after the LLM-side step: p(S_{t+1}, T_{t+1}) = LLM(E_{t+1}) and p(S_t, T_{t+1}) = LLM(E_t).
+3. after the LLM-side step: p(S_{t+1}, T_{t+1}) = LLM(E_{t+1}) and p(S_t, T_{t+1}) = LLM(E_t),
+   computed in one batched forward.
 
 KL_S, KL_T and KL_joint compare each to the reference; κ = KL_S / KL_joint and
 share_S = KL_S / (KL_S + KL_T). All probe forwards run without grad, in eval mode (no
@@ -148,8 +149,17 @@ class BalanceProbe:
         if c is None or "p_s" not in c:
             return None
         if llm_stepped:
-            p_joint = self._eval(self._logp, c["sub"], c["feats_t1"])
-            p_t = self._eval(self._logp, c["sub"], c["feats_t"])
+            # Both post-step distributions share T_{t+1} and the token ids: one forward of
+            # the subset twice over (E_{t+1} rows, then E_t rows) instead of two.
+            sub = c["sub"]
+            twice = {
+                "input_ids": sub["input_ids"].repeat(2, 1),
+                "attention_mask": sub["attention_mask"].repeat(2, 1),
+                "labels": sub["labels"].repeat(2, 1),
+            }
+            feats = torch.cat([c["feats_t1"], c["feats_t"]], dim=0)
+            both = self._eval(self._logp, twice, feats)
+            p_joint, p_t = both.split(both.shape[0] // 2)
         else:
             p_joint, p_t = c["p_s"], c["ref"]
         kls = torch.stack(
