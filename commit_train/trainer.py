@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from commit_train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from commit_train.checkpoint_remote import RemoteRun
 from commit_train.config import RunConfig
 from commit_train.data.collate import Collator, RecordDataset
 from commit_train.data.records import read_records
@@ -100,7 +101,12 @@ class Trainer:
         accelerator: Accelerator | None = None,
     ):
         self.cfg = cfg
-        self.output_dir = Path(output_dir or cfg.train.output_dir)
+        # An s3:// output dir: work in a local staging dir and publish checkpoints and
+        # the model to S3 (commit_train/checkpoint_remote.py).
+        self.remote = RemoteRun.for_output(output_dir or cfg.train.output_dir)
+        self.output_dir = (
+            self.remote.local_dir if self.remote else Path(output_dir or cfg.train.output_dir)
+        )
         self.resume = resume
         self._hooks_given = hooks
         self.acc = accelerator or Accelerator(
@@ -157,6 +163,8 @@ class Trainer:
         self.model = self.acc.prepare_model(self.mlm)
         self.start_step = 0
         self.run_id: str | None = None
+        if self.remote is not None:  # staging holds only the remote's latest checkpoint
+            self.remote.prepare(self.resume, self.main, self.acc.wait_for_everyone)
         ckpt = latest_checkpoint(self.output_dir) if self.resume else None
         if self.resume and ckpt is None and self.main:
             log.warning("--resume: no checkpoint under %s, starting from step 0", self.output_dir)
@@ -331,7 +339,7 @@ class Trainer:
             "micro_batches": step * self.cfg.train.grad_accum,
             "balance": self.hooks.state_dict(),
         }
-        return save_checkpoint(
+        path = save_checkpoint(
             self.output_dir,
             step,
             self.mlm.model,
@@ -342,6 +350,9 @@ class Trainer:
             barrier=self.acc.wait_for_everyone,
             keep=self.cfg.train.keep_checkpoints,
         )
+        if self.remote is not None and self.main:
+            self.remote.push_checkpoint(path, keep=self.cfg.train.keep_checkpoints)
+        return path
 
     # ---- the run ------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -441,6 +452,8 @@ class Trainer:
             if self.cfg.tracking.log_model:
                 tracker.log_artifacts(model_dir, "model")
             tracker.log_artifact(self.output_dir / "recipe.yaml", "")
+        if self.remote is not None and self.main:
+            self.remote.push_outputs(self.output_dir)
         median = sorted(step_times)[len(step_times) // 2] if step_times else float("nan")
         return TrainResult(
             output_dir=self.output_dir,

@@ -5,6 +5,8 @@
   (``textvqa:/data/textvqa``, ``aokvqa:/data/aokvqa?mode=da``, ``clotho_aqa:/data/clotho``),
   converted by :mod:`evaluation.formats` into canonical JSONL under the run directory, so
   the same validation pass checks it before training;
+* ``s3://bucket/dataset/<split>.jsonl``: a dataset staged by ``commit stage``, downloaded
+  once into a local cache keyed by its manifest hash (:func:`commit_train.stage.fetch_staged`);
 * anything else: a canonical JSONL file (media relative to its folder or ``data.root``).
 """
 
@@ -28,6 +30,10 @@ def resolve_source(
     spec: str, split: str, work_dir: str | Path, root: str | Path | None = None
 ) -> tuple[Path, Path]:
     """``(jsonl, media_root)`` for ``spec``; format sources are converted into ``work_dir``."""
+    if spec.startswith("s3://"):
+        from commit_train.stage import resolve_staged_split
+
+        return resolve_staged_split(spec, root)
     m = _FORMAT_SPEC.match(spec)
     if spec.startswith("builtin:") or m is None or len(m.group("fmt")) == 1:  # C:\\ paths
         return resolve_data_source(spec, split, root)
