@@ -26,7 +26,11 @@ Run `commit <command> --help` for the options of each command.
 
 #: Modules that add subcommands: each has ``register(subparsers)`` which adds its parser
 #: and sets ``func`` (a callable taking the parsed args, returning an exit code).
-COMMAND_MODULES: tuple[str, ...] = ("commit_train.stage",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "commit_train.registry",
+    "commit_train.runs",
+    "commit_train.stage",
+)
 
 
 def _parser() -> argparse.ArgumentParser:

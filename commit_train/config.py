@@ -186,6 +186,9 @@ class TrackingConfig(_Section):
     enabled: bool = True
     log_model: bool = True
     flush_every_s: float = Field(2.0, gt=0)
+    system_metrics: bool = Field(
+        False, description="also log system/* (CPU, memory, disk, network, GPU) metrics"
+    )
 
 
 class RunConfig(_Section):

@@ -11,7 +11,8 @@ Why this module exists instead of calling ``mlflow.log_metric`` from the loop:
   Retrying is safe because each metric carries the timestamp of the original call and
   MLflow's stores skip exact duplicates.
 * Recipes and environments can carry secrets (S3 keys, ``user:pass@`` in URIs).
-  :func:`redact_params` masks them before anything reaches MLflow or the log.
+  :func:`redact_params` (in :mod:`commit_train.redaction`) masks them before anything
+  reaches MLflow or the log.
 * Under DDP only rank 0 may log; other ranks get a tracker whose methods do nothing, so
   the training code needs no ``if rank == 0`` around each call.
 
@@ -24,11 +25,13 @@ depend on thread-local active-run state. Code that wants fluent APIs (for exampl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import posixpath
 import re
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -39,6 +42,12 @@ from urllib.parse import urlsplit
 
 from commit_train.config import TrackingConfig
 from commit_train.errors import CommitError
+from commit_train.redaction import (  # noqa: F401 - re-exported for callers
+    MASK,
+    is_secret_key,
+    redact_params,
+    redact_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,80 +57,16 @@ try:  # MLflow's own limits, so a future MLflow that changes them is followed.
     from mlflow.utils.validation import (
         MAX_ENTITY_KEY_LENGTH,
         MAX_METRICS_PER_BATCH,
-        MAX_PARAM_VAL_LENGTH,
         MAX_PARAMS_TAGS_PER_BATCH,
         MAX_TAG_VAL_LENGTH,
     )
 except ImportError:  # pragma: no cover - the 3.x values
     MAX_ENTITY_KEY_LENGTH = 250
     MAX_METRICS_PER_BATCH = 1000
-    MAX_PARAM_VAL_LENGTH = 6000
     MAX_PARAMS_TAGS_PER_BATCH = 100
     MAX_TAG_VAL_LENGTH = 8000
 
-MASK = "***"
-_TRUNCATION_MARK = "...[truncated]"
-# A key "looks secret" when one of its underscore/dot/dash separated parts is one of these
-# (or the key contains a compound like access_key). Matching on parts avoids masking
-# harmless keys such as "tokenizer" or "author".
-_SECRET_KEY_RE = re.compile(
-    r"(?:^|[._\-/])(?:password|passwd|pwd|secret|token|tokens|credential|credentials|"
-    r"api[_\-]?key|access[_\-]?key|private[_\-]?key|secret[_\-]?key|session[_\-]?key|"
-    r"auth|authorization|bearer|signature)(?:$|[._\-/])",
-    re.IGNORECASE,
-)
-# scheme://user:pass@host or scheme://token@host -> scheme://***@host
-_URI_USERINFO_RE = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://)[^/\s@]+@")
-# ?token=...&X-Amz-Signature=... in query strings (pre-signed URLs, webhook tokens)
-_QUERY_SECRET_RE = re.compile(
-    r"([?&][^=&\s]*(?:token|secret|password|passwd|key|signature|credential)[^=&\s]*=)[^&\s#]+",
-    re.IGNORECASE,
-)
 _METRIC_NAME_RE = re.compile(r"^[/\w.\- :]*$")
-
-
-def redact_text(text: str) -> str:
-    """Mask credentials embedded in any URIs inside ``text``.
-
-    Used on parameter values and on exception messages before they are logged, because a
-    connection error from the MLflow client repeats the URI it failed to reach.
-    """
-    text = _URI_USERINFO_RE.sub(lambda m: m.group(1) + MASK + "@", text)
-    return _QUERY_SECRET_RE.sub(lambda m: m.group(1) + MASK, text)
-
-
-def is_secret_key(key: str) -> bool:
-    """True when a parameter/tag name suggests its value is a credential."""
-    return bool(_SECRET_KEY_RE.search(key))
-
-
-def _truncate(value: str, limit: int) -> str:
-    """Cut ``value`` to ``limit`` characters with a visible marker.
-
-    MLflow rejects (or, depending on an env var, silently cuts) longer values; rejecting
-    would fail the whole batch, so we cut ourselves and say so in the value.
-    """
-    if len(value) <= limit:
-        return value
-    return value[: limit - len(_TRUNCATION_MARK)] + _TRUNCATION_MARK
-
-
-def redact_params(flat: dict[str, Any], limit: int = MAX_PARAM_VAL_LENGTH) -> dict[str, str]:
-    """Return MLflow-safe string values: secrets masked, URI credentials masked, truncated.
-
-    Keys whose name looks secret get :data:`MASK` (kept, not dropped, so a reader sees that
-    the setting existed); empty/None secret values stay as they are since they reveal
-    nothing. Every other value is stringified like ``mlflow.log_params`` does, then has
-    ``user:pass@`` and secret query parameters in URIs masked.
-    """
-    out: dict[str, str] = {}
-    for key, value in flat.items():
-        key = str(key)
-        if is_secret_key(key) and value not in (None, ""):
-            out[key] = MASK
-            continue
-        out[key] = _truncate(redact_text(str(value)), limit)
-    return out
 
 
 def resolve_tracking_uri(cfg_uri: str | None) -> str:
@@ -229,6 +174,8 @@ class RunTracker:
         self._closed = False
         self._failures = 0
         self._thread: threading.Thread | None = None
+        self._sampler: Any = None  # SystemMetricsSampler when tracking.system_metrics
+        self._run_start_ms = int(time.time() * 1000)
         if not self.active:
             return
 
@@ -255,6 +202,12 @@ class RunTracker:
             target=self._flush_loop, name=f"mlflow-flush-{self.run_id[:8]}", daemon=True
         )
         self._thread.start()
+        if tracking_cfg.system_metrics:
+            from commit_train.sysmetrics import SystemMetricsSampler
+
+            self._sampler = SystemMetricsSampler(
+                self.log_metrics, self.run_id, self.tracking_uri, self._run_start_ms
+            )
 
     # ----------------------------------------------------------------- run lifecycle
     def _start_run(self, params: dict[str, Any], tags: dict[str, Any], run_id: str | None):
@@ -267,6 +220,7 @@ class RunTracker:
                 raise CommitError(f"MLflow run {run_id} is deleted; restore it or start fresh")
             self.run_id = run_id
             self.experiment_id = run.info.experiment_id
+            self._run_start_ms = run.info.start_time or self._run_start_ms
             existing = dict(run.data.params)
             client.update_run(run_id, status="RUNNING")
         else:
@@ -281,6 +235,7 @@ class RunTracker:
             safe_tags = redact_params(all_tags, MAX_TAG_VAL_LENGTH)
             run = client.create_run(self.experiment_id, run_name=self._cfg.run_name, tags=safe_tags)
             self.run_id = run.info.run_id
+            self._run_start_ms = run.info.start_time or self._run_start_ms
             existing = {}
             tags = {}
 
@@ -532,6 +487,8 @@ class RunTracker:
             self._closed = True
             return 0
         deadline = time.monotonic() + self._close_timeout_s
+        if self._sampler is not None:  # its last sample goes out with the final flush
+            self._sampler.stop()
         with self._cond:
             self._stop = True
             self._cond.notify_all()
@@ -550,7 +507,7 @@ class RunTracker:
         try:
             _retry(
                 "end run",
-                lambda: self._client.set_terminated(self.run_id, status=status),
+                lambda: _redacted_stdout(self._client.set_terminated, self.run_id, status=status),
                 3,
                 min(self._retry_initial_s, 1.0),
             )
@@ -579,6 +536,26 @@ class RunTracker:
             self.close("KILLED")
         else:
             self.close("FAILED")
+
+
+class _RedactingStream:
+    """Wraps a text stream so every write has URI credentials masked."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        return self._inner.write(redact_text(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _redacted_stdout(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn`` with stdout masked: ``set_terminated`` prints "View run ... at: <URI>",
+    and that URI carries ``user:password@`` when the tracking URI does."""
+    with contextlib.redirect_stdout(_RedactingStream(sys.stdout)):
+        return fn(*args, **kwargs)
 
 
 def _valid_name(name: str) -> bool:

@@ -38,6 +38,7 @@ from commit_train.methods import MethodHooks
 from commit_train.modeling import load_model, save_model_dir
 from commit_train.partition import apply_tuning, param_groups
 from commit_train.plots import plot_training
+from commit_train.runs import comparison_tags
 from commit_train.sampler import ResumableBatchSampler
 from commit_train.tracking import RunTracker
 
@@ -181,6 +182,7 @@ class Trainer:
         data = self.cfg.data
         jsonl, root = resolve_source(spec, split, self.output_dir)
         root = Path(data.root or root)
+        self.data_files = {**getattr(self, "data_files", {}), split: Path(jsonl)}
         records, report = read_records(
             jsonl, root=root, modality=self.cfg.model.modality, skip_bad=data.skip_bad
         )
@@ -363,6 +365,10 @@ class Trainer:
             recipe = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
             (self.output_dir / "recipe.yaml").write_text(recipe)
         tags = {"method": cfg.method, "family": self.mlm.family, "modality": cfg.model.modality}
+        if self.main:  # method, benchmark, recipe/data/code hashes (commit_train/runs.py)
+            tags.update(
+                comparison_tags(cfg, getattr(self, "data_files", {}).get("train"), self.train_root)
+            )
         tracker = RunTracker(
             cfg.tracking,
             params=cfg.to_flat_dict(),

@@ -26,6 +26,7 @@ from commit_train.data.records import Record
 from commit_train.errors import DataError
 from commit_train.modeling import load_model
 from commit_train.modeling.base import MultimodalLM, MultimodalProcessor
+from commit_train.registry import is_registry_uri, resolve_model_uri, trained_system_prompt
 from evaluation.benchmarks import BenchmarkData, load_benchmark
 from evaluation.report import write_outputs
 from evaluation.scoring import extract_answer, score
@@ -109,8 +110,13 @@ def evaluate_model(
     """Evaluate a saved model directory on a benchmark split.
 
     ``benchmark`` is a built-in name, a real dataset's format name (with ``data_dir``), or a
-    path to a canonical JSONL file. ``tracking`` is an open ``RunTracker`` (or None).
+    path to a canonical JSONL file. ``model`` may also be a registry URI
+    (``models:/<name>@champion``), downloaded first by :func:`resolve_model_uri`.
+    ``tracking`` is an open ``RunTracker`` (or None).
     """
+    if is_registry_uri(model):  # models:/name@champion -> a cached local copy
+        model = resolve_model_uri(model)
+        system_prompt = system_prompt if system_prompt is not None else trained_system_prompt(model)
     data: BenchmarkData = load_benchmark(benchmark, split, data_dir=data_dir)
     records = data.records[:limit] if limit else data.records
     if not records:
