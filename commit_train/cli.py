@@ -85,7 +85,11 @@ def _parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    e.add_argument("--model", required=True, help="model directory written by `commit train`")
+    e.add_argument(
+        "--model",
+        required=True,
+        help="model dir written by `commit train`, or models:/<name>@<alias> (registry)",
+    )
     e.add_argument(
         "--benchmark", required=True, help="vision | audio | a format name | a .jsonl path"
     )
