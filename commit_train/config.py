@@ -59,6 +59,7 @@ class ProjectorConfig(_Section):
     num_layers: int = Field(2, ge=1, le=8)
     activation: Literal["gelu", "relu", "silu"] = "gelu"
     downsample: int = Field(1, ge=1, le=64, description="concatenate k adjacent tokens")
+    input_norm: bool = Field(True, description="LayerNorm on encoder features first")
 
 
 class LoraConfig(_Section):

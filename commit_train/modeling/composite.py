@@ -56,6 +56,10 @@ class Projector(nn.Module):
         self.downsample = int(spec.get("downsample", 1))
         width = int(spec.get("hidden_size") or out_dim)
         d_in = in_dim * self.downsample
+        # Pretrained encoders emit features far larger than the LLM's token embeddings
+        # (Lite0: projected norm ~45 vs ~3); normalising the input keeps the new
+        # projector's output near the embedding scale so the LLM attends to it from step 0.
+        self.norm = nn.LayerNorm(d_in) if spec.get("input_norm", True) else nn.Identity()
         if spec.get("type", "mlp") == "linear":
             self.net = nn.Sequential(nn.Linear(d_in, out_dim))
         else:
@@ -76,7 +80,7 @@ class Projector(nn.Module):
             b, n, d = x.shape
             n = (n // k) * k
             x = x[:, :n].reshape(b, n // k, d * k)
-        return self.net(x)
+        return self.net(self.norm(x))
 
 
 class CompositeModel(nn.Module):
