@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import re
 
+import datasets
+
 _CLITIC = re.compile(r"(?<=\w)(n't|'s|'re|'ve|'ll|'d|'m)\b")
 _SPLIT_PUNCT = re.compile(r"(\.\.\.|--|[,;!?\"()\[\]{}`])")
 _EDGE_PUNCT = ".:'-"
@@ -67,3 +69,19 @@ def tokenize_corpus(predictions, references, tokenizer="ptb"):
         hyps.append(split(prediction))
         refs.append([split(caption) for caption in captions])
     return hyps, refs
+
+
+def caption_features() -> list[datasets.Features]:
+    """Input schemas shared by the caption metrics: one prediction string against a list of
+    references, or against a single reference string."""
+    return [
+        datasets.Features(
+            {
+                "predictions": datasets.Value("string"),
+                "references": datasets.Sequence(datasets.Value("string")),
+            }
+        ),
+        datasets.Features(
+            {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+        ),
+    ]

@@ -15,10 +15,9 @@ returns exactly 0.
 import math
 from collections import Counter
 
-import datasets
 import evaluate
 
-from evaluation.metrics.caption_text import tokenize_corpus
+from evaluation.metrics.caption_text import caption_features, tokenize_corpus
 
 MAX_N = 4
 _TINY = 1e-15
@@ -94,20 +93,7 @@ class Bleu4(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=[
-                datasets.Features(
-                    {
-                        "predictions": datasets.Value("string"),
-                        "references": datasets.Sequence(datasets.Value("string")),
-                    }
-                ),
-                datasets.Features(
-                    {
-                        "predictions": datasets.Value("string"),
-                        "references": datasets.Value("string"),
-                    }
-                ),
-            ],
+            features=caption_features(),
             reference_urls=["https://github.com/tylin/coco-caption"],
         )
 

@@ -21,10 +21,9 @@ CIDEr-D: Vedantam et al. 2015, section 4.4):
 import math
 from collections import Counter, defaultdict
 
-import datasets
 import evaluate
 
-from evaluation.metrics.caption_text import tokenize_corpus
+from evaluation.metrics.caption_text import caption_features, tokenize_corpus
 
 MAX_N = 4
 SIGMA = 6.0
@@ -122,20 +121,7 @@ class Cider(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=[
-                datasets.Features(
-                    {
-                        "predictions": datasets.Value("string"),
-                        "references": datasets.Sequence(datasets.Value("string")),
-                    }
-                ),
-                datasets.Features(
-                    {
-                        "predictions": datasets.Value("string"),
-                        "references": datasets.Value("string"),
-                    }
-                ),
-            ],
+            features=caption_features(),
             reference_urls=["https://github.com/tylin/coco-caption"],
         )
 

@@ -10,10 +10,9 @@ differs from the ``rouge_score`` package (Google) used by many HF scripts, which
 best F over references with b = 1 and stems words; captioning papers report this one.
 """
 
-import datasets
 import evaluate
 
-from evaluation.metrics.caption_text import tokenize_corpus
+from evaluation.metrics.caption_text import caption_features, tokenize_corpus
 
 BETA = 1.2
 
@@ -74,20 +73,7 @@ class RougeL(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=[
-                datasets.Features(
-                    {
-                        "predictions": datasets.Value("string"),
-                        "references": datasets.Sequence(datasets.Value("string")),
-                    }
-                ),
-                datasets.Features(
-                    {
-                        "predictions": datasets.Value("string"),
-                        "references": datasets.Value("string"),
-                    }
-                ),
-            ],
+            features=caption_features(),
             reference_urls=["https://github.com/tylin/coco-caption"],
         )
 
