@@ -211,16 +211,20 @@ class Trainer:
         )
 
     # ---- one optimizer step ---------------------------------------------------------------
-    def _loss(
-        self, batch: dict[str, Any], step: int
-    ) -> tuple[torch.Tensor, dict[str, float], dict[str, torch.Tensor]]:
+    def _forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The (DDP-wrapped) model on a collated batch, under the run's autocast."""
         with self.acc.autocast():
-            out = self.model(
+            return self.model(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
                 labels=batch["labels"],
                 media=batch["media"],
             )
+
+    def _loss(
+        self, batch: dict[str, Any], step: int
+    ) -> tuple[torch.Tensor, dict[str, float], dict[str, torch.Tensor]]:
+        out = self._forward(batch)
         ce = F.cross_entropy(out["logits"].float(), out["targets"])
         parts = {"loss/ce": ce}
         parts.update(self.hooks.extra_loss(step, out))
@@ -322,13 +326,7 @@ class Trainer:
         total = torch.zeros(2, device=self.acc.device, dtype=torch.float64)
         for chunk in chunks:
             batch = _to_device(self.collator([ds[i] for i in chunk]), self.acc.device)
-            with self.acc.autocast():
-                out = self.model(
-                    input_ids=batch["input_ids"],
-                    attention_mask=batch["attention_mask"],
-                    labels=batch["labels"],
-                    media=batch["media"],
-                )
+            out = self._forward(batch)
             ce = F.cross_entropy(out["logits"].float(), out["targets"], reduction="sum")
             total += torch.stack([ce.double(), torch.tensor(len(out["targets"])).double()])
         total = self.acc.reduce(total, reduction="sum")
