@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from commit_train.data.builtin import BUILTIN_NAMES, resolve_data_source
+from commit_train.data.builtin import BUILTIN_NAMES, chance_levels, resolve_data_source
 from commit_train.data.records import Record, read_records
 from commit_train.errors import DataError
 
@@ -36,13 +36,6 @@ def known_benchmarks() -> list[str]:
     return [*BUILTIN_NAMES, *known_formats()]
 
 
-def _chance(records: list[Record]) -> dict[str, float] | None:
-    from commit_train.data import builtin
-
-    fn = getattr(builtin, "chance_levels", None)
-    return fn(records) if fn else None
-
-
 def load_benchmark(
     benchmark: str, split: str = "test", data_dir: str | Path | None = None
 ) -> BenchmarkData:
@@ -53,7 +46,7 @@ def load_benchmark(
     if name in BUILTIN_NAMES:
         jsonl, root = resolve_data_source(f"builtin:{name}", split)
         records, _ = read_records(jsonl, root)
-        return BenchmarkData(name, "qa", records, Path(root), _chance(records))
+        return BenchmarkData(name, "qa", records, Path(root), chance_levels(records))
     path = Path(benchmark)
     if path.suffix == ".jsonl" or path.is_file():
         if not path.is_file():
