@@ -123,6 +123,12 @@ class TrainConfig(_Section):
     grad_accum: int = Field(1, ge=1)
     lr_encoder: float = Field(1e-4, ge=0)
     lr_llm: float = Field(2e-4, ge=0)
+    lr_projector: float | None = Field(
+        None,
+        gt=0,
+        description="base LR of the projector (LLaVA's mm_projector_lr); None = its side's LR. "
+        "It follows its side's warm-up, decay and CoMMIT multiplier.",
+    )
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = Field(10, ge=0)

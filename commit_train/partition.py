@@ -120,9 +120,16 @@ class SideGroups:
     encoder: list[tuple[str, nn.Parameter]] = field(default_factory=list)
     llm: list[tuple[str, nn.Parameter]] = field(default_factory=list)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    projector_names: set[str] = field(default_factory=set)
 
     def params(self, side: str) -> list[nn.Parameter]:
         return [p for _, p in getattr(self, side)]
+
+    def split_projector(self, side: str) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """``(other, projector)`` parameters of one side, for a separate projector LR."""
+        other = [p for n, p in getattr(self, side) if n not in self.projector_names]
+        proj = [p for n, p in getattr(self, side) if n in self.projector_names]
+        return other, proj
 
     def summary(self, modes: dict[str, str] | None = None) -> str:
         lines = ["component   side      mode    trainable       total"]
@@ -150,6 +157,8 @@ def param_groups(mlm: MultimodalLM, cfg: ModelConfig) -> SideGroups:
         if p.requires_grad:
             counts[comp]["trainable"] += p.numel()
             getattr(groups, side_of[comp]).append((name, p))
+            if comp == "projector":
+                groups.projector_names.add(name)
     groups.counts = counts
     return groups
 

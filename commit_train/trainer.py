@@ -147,16 +147,21 @@ class Trainer:
         self.collator = Collator(self.processor, cfg.data.max_length, cfg.data.system_prompt)
         self.optimizers: dict[str, torch.optim.AdamW | None] = {}
         for side in SIDES:
-            params = self.groups.params(side)
             base = cfg.train.lr_encoder if side == "encoder" else cfg.train.lr_llm
+            other, proj = self.groups.split_projector(side)
+            # "base_lr" rides in the param group (and its state dict): the step scales it by
+            # the side's schedule factor and CoMMIT multiplier.
+            pgs = [{"params": other, "base_lr": base}] if other else []
+            if proj:
+                pgs.append({"params": proj, "base_lr": cfg.train.lr_projector or base})
             self.optimizers[side] = (
                 torch.optim.AdamW(
-                    params,
+                    pgs,
                     lr=base,
                     betas=tuple(cfg.train.betas),
                     weight_decay=cfg.train.weight_decay,
                 )
-                if params
+                if pgs
                 else None
             )
         if all(o is None for o in self.optimizers.values()):
@@ -277,10 +282,13 @@ class Trainer:
             base = cfg.lr_encoder if side == "encoder" else cfg.lr_llm
             lr = base * factor * mult[side] if side in sides else 0.0
             logs[f"lr/{side}"] = lr
+            if cfg.lr_projector and side == self.cfg.model.projector_side:
+                on = side in sides
+                logs["lr/projector"] = cfg.lr_projector * factor * mult[side] if on else 0.0
             if opt is None:
                 continue
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = g["base_lr"] * factor * mult[side] if side in sides else 0.0
             if self.scaler:
                 self.scaler.unscale_(opt)
             params = self.groups.params(side)

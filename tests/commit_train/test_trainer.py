@@ -130,3 +130,31 @@ def test_bad_records_fail_before_training(tiny_parts, tmp_path):
     raw["train"]["steps"] = 1
     result = train(validate(raw))
     assert (result.model_dir / "model.safetensors").is_file()
+
+
+def test_projector_lr_is_its_own_group_and_follows_the_schedule(tiny_parts, tmp_path):
+    """train.lr_projector (LLaVA's mm_projector_lr): the projector trains at its own base LR,
+    warmed up and decayed like its side, and logged as lr/projector."""
+    recipe = tiny_recipe_dict(tiny_parts, tmp_path / "run", lr_projector=2e-2, save_every=0)
+    cfg = validate(recipe, "<test>")
+    from commit_train.trainer import Trainer
+
+    trainer = Trainer(cfg)
+    trainer.setup()
+    enc_opt = trainer.optimizers["encoder"]
+    bases = sorted(g["base_lr"] for g in enc_opt.param_groups)
+    assert bases == [cfg.train.lr_encoder, 2e-2]
+    proj_group = next(g for g in enc_opt.param_groups if g["base_lr"] == 2e-2)
+    proj_ids = {id(p) for p in proj_group["params"]}
+    names = {n for n, p in trainer.mlm.model.named_parameters() if id(p) in proj_ids}
+    assert names and names == trainer.groups.projector_names
+    # the LLM side has no projector: one group at lr_llm
+    assert [g["base_lr"] for g in trainer.optimizers["llm"].param_groups] == [cfg.train.lr_llm]
+
+    result = train(cfg)
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    proj = [m.value for m in client.get_metric_history(result.run_id, "lr/projector")]
+    enc = [m.value for m in client.get_metric_history(result.run_id, "lr/encoder")]
+    assert len(proj) == 6
+    for p, e in zip(proj, enc, strict=True):
+        assert p == pytest.approx(e * 2e-2 / cfg.train.lr_encoder)
