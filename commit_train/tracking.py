@@ -105,6 +105,29 @@ def resolve_tracking_uri(cfg_uri: str | None) -> str:
     return uri
 
 
+@contextlib.contextmanager
+def _sqlite_init_lock(uri: str):
+    """Serialise MLflow's first touch of a shared sqlite store across processes.
+
+    Two runs started at once on a fresh ``sqlite:///`` file both run MLflow's schema
+    migration and one dies with "duplicate column name". A file lock beside the database,
+    held only while the run is created, makes the second wait for the first.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri[len("sqlite:///") :])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _retry(what: str, fn: Any, attempts: int, delay_s: float) -> Any:
     """Call ``fn`` up to ``attempts`` times with doubling delays; re-raise the last error."""
     for i in range(attempts):
@@ -183,8 +206,9 @@ class RunTracker:
 
         self.tracking_uri = resolve_tracking_uri(tracking_cfg.uri)
         try:
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
-            self._start_run(params, dict(tags or {}), run_id)
+            with _sqlite_init_lock(self.tracking_uri):
+                self._client = MlflowClient(tracking_uri=self.tracking_uri)
+                self._start_run(params, dict(tags or {}), run_id)
         except BaseException as e:
             if self.run_id is not None and run_id is None:  # don't leave a zombie RUNNING run
                 try:

@@ -332,3 +332,39 @@ def test_resolve_tracking_uri_precedence_and_typos(tmp_path, monkeypatch):
         with pytest.raises(CommitError, match=why) as e:
             resolve_tracking_uri(bad)
         assert "topsecret" not in str(e.value)
+
+
+_START_ONE = """
+import sys, time
+from commit_train.config import TrackingConfig
+from commit_train.tracking import RunTracker
+while time.time() < float(sys.argv[2]):  # start together
+    time.sleep(0.001)
+t = RunTracker(TrackingConfig(uri=sys.argv[1], experiment="race"), {"i": sys.argv[3]})
+t.close()
+print(t.run_id)
+"""
+
+
+def test_runs_started_at_once_on_a_fresh_sqlite_store_both_succeed(tmp_path):
+    """Two runs (e.g. a method comparison run in parallel) creating the same new sqlite
+    store must not race MLflow's schema migration ("duplicate column name")."""
+    import subprocess
+    import sys
+    import time
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    go = str(time.time() + 4)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _START_ONE, uri, go, str(i)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (_out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-2000:]
+    assert len({o.strip() for o, _ in outs}) == 3
