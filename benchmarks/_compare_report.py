@@ -1,0 +1,314 @@
+"""Tables, goal checks and plots for ``compare_methods.py``, from the cached run results.
+
+Kept apart from the runner so ``--report-only`` can rebuild BENCHMARKS.md from a cache that
+was filled in pieces, and so the arithmetic (steps-to-target, paired differences) can be
+tested on synthetic results without training anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks/results"
+BASELINES = ("constant", "feature_cd", "language_cd", "alternating_cd")
+
+
+def load_results(cache: Path, benchmarks, methods, seeds, steps) -> list[dict]:
+    out = []
+    for bench in benchmarks:
+        for path in sorted((cache / bench).glob("*/result.json")):
+            r = json.loads(path.read_text())
+            s = r["spec"]
+            if s["method"] in methods and s["seed"] in seeds and s["steps"] == steps[bench]:
+                out.append(r)
+    return out
+
+
+def first_step_at_or_below(curve: list[list[float]], target: float) -> int | None:
+    """First logged step whose validation loss is ≤ ``target`` (None: never reached)."""
+    for step, value in curve:
+        if value <= target + 1e-12:
+            return int(step)
+    return None
+
+
+def steps_ratio(method_curve, constant_curve) -> float | None:
+    """Steps the method needs to reach Constant-LR's final validation loss, over Constant's own.
+
+    Constant's own count is the first step at which it reached its final value (usually the
+    last step). ``None`` when the method never gets there within the budget.
+    """
+    if not constant_curve or not method_curve:
+        return None
+    target = constant_curve[-1][1]
+    c = first_step_at_or_below(constant_curve, target)
+    m = first_step_at_or_below(method_curve, target)
+    return None if m is None or not c else m / c
+
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    xs = [x for x in xs if x is not None and not math.isnan(x)]
+    if not xs:
+        return math.nan, math.nan
+    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def fmt(ms: tuple[float, float], scale: float = 1.0, digits: int = 1, n: int = 1) -> str:
+    m, s = ms
+    if math.isnan(m):
+        return "–"
+    return (
+        f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}" if n > 1 else f"{m * scale:.{digits}f}"
+    )
+
+
+def _series_mean(results: list[dict], name: str) -> list[tuple[int, float]]:
+    by_step: dict[int, list[float]] = defaultdict(list)
+    for r in results:
+        for step, v in r["history"].get(name, []):
+            by_step[int(step)].append(v)
+    return sorted((s, statistics.fmean(v)) for s, v in by_step.items())
+
+
+def summarise(results: list[dict]) -> dict[tuple, dict[str, Any]]:
+    """(benchmark, ratio, method) -> aggregated row, with paired steps ratios per seed."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in results:
+        s = r["spec"]
+        groups[(s["benchmark"], s["ratio"], s["method"])].append(r)
+    rows = {}
+    for (bench, ratio, method), rs in groups.items():
+        const = {r["spec"]["seed"]: r for r in groups.get((bench, ratio, "constant"), [])}
+        ratios, reached = [], 0
+        for r in rs:
+            c = const.get(r["spec"]["seed"])
+            if c is None:
+                continue
+            sr = steps_ratio(r["history"]["loss/val"], c["history"]["loss/val"])
+            reached += sr is not None
+            if sr is not None:
+                ratios.append(sr)
+        kappa = [
+            statistics.fmean(v for _, v in r["history"]["balance/kappa"])
+            for r in rs
+            if r["history"].get("balance/kappa")
+        ]
+        rows[(bench, ratio, method)] = {
+            "n": len(rs),
+            "seeds": sorted(r["spec"]["seed"] for r in rs),
+            "acc": mean_std([r["accuracy"] for r in rs]),
+            "val": mean_std([r["final_val_loss"] for r in rs]),
+            "steps_ratio": mean_std(ratios),
+            "reached": reached,
+            "paired": len([r for r in rs if r["spec"]["seed"] in const]),
+            "kappa": mean_std(kappa),
+            "train_s": mean_std([r["train_s"] for r in rs]),
+            "rss": max(r["peak_rss_mb"] for r in rs),
+            "acc_by_seed": {r["spec"]["seed"]: r["accuracy"] for r in rs},
+            "results": rs,
+        }
+    return rows
+
+
+def paired_diff(rows, bench, ratio, a: str, b: str) -> tuple[float, float, int]:
+    """Mean ± std over seeds of acc(a) − acc(b), seeds present in both."""
+    ra, rb = rows.get((bench, ratio, a)), rows.get((bench, ratio, b))
+    if not ra or not rb:
+        return math.nan, math.nan, 0
+    seeds = sorted(set(ra["acc_by_seed"]) & set(rb["acc_by_seed"]))
+    d = [ra["acc_by_seed"][s] - rb["acc_by_seed"][s] for s in seeds]
+    m, s = mean_std(d)
+    return m, s, len(d)
+
+
+def goal_lines(rows, bench: str) -> list[str]:
+    lines = []
+    for ratio in (0.1, 10.0):
+        if (bench, ratio, "commit") not in rows or (bench, ratio, "constant") not in rows:
+            continue
+        d, sd, n = paired_diff(rows, bench, ratio, "commit", "constant")
+        sr = rows[(bench, ratio, "commit")]["steps_ratio"][0]
+        ok = d * 100 >= 2 and not math.isnan(sr) and sr <= 0.8
+        lines.append(
+            f"- ×{ratio:g} (mis-set): commit − constant = **{d * 100:+.1f} ± {sd * 100:.1f} points** "
+            f"({n} seed{'s' if n != 1 else ''}), steps to Constant's final val loss "
+            f"**{'not reached' if math.isnan(sr) else f'{sr:.2f}×'}**; goal (≥ +2 points and "
+            f"≤ 0.8×): **{'met' if ok else 'not met'}**"
+        )
+    if (bench, 1.0, "commit") in rows:
+        base = [(m, rows[(bench, 1.0, m)]["acc"][0]) for m in BASELINES if (bench, 1.0, m) in rows]
+        if base:
+            best, _ = max(base, key=lambda t: t[1])
+            d, sd, n = paired_diff(rows, bench, 1.0, "commit", best)
+            noise = max(sd, rows[(bench, 1.0, best)]["acc"][1]) if n > 1 else math.nan
+            verdict = (
+                "better"
+                if d > 0 and (math.isnan(noise) or d > noise)
+                else "within noise"
+                if not math.isnan(noise) and abs(d) <= 2 * noise
+                else "worse"
+                if not math.isnan(noise)
+                else "one seed: noise unknown"
+            )
+            lines.append(
+                f"- ×1 (tuned): commit − best baseline ({best}) = **{d * 100:+.1f} points** "
+                f"({n} seed{'s' if n != 1 else ''}): {verdict}"
+            )
+    return lines
+
+
+def plot_curves(rows, bench: str, ratios: list[float]) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    present = [r for r in ratios if any(k[0] == bench and k[1] == r for k in rows)]
+    if not present:
+        return None
+    fig, axes = plt.subplots(1, len(present), figsize=(5 * len(present), 3.6), squeeze=False)
+    for ax, ratio in zip(axes[0], present, strict=True):
+        for (b, r, method), row in sorted(rows.items()):
+            if b == bench and r == ratio:
+                curve = _series_mean(row["results"], "loss/val")
+                ax.plot([s for s, _ in curve], [v for _, v in curve], marker=".", label=method)
+        ax.set_title(f"{bench}: encoder-side LR ×{ratio:g}")
+        ax.set_xlabel("step")
+        ax.set_ylabel("validation loss (mean over seeds)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"compare_{bench}_val_loss.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_findings(rows, bench: str) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweep = sorted((r, row) for (b, r, m), row in rows.items() if b == bench and m == "constant")
+    if len(sweep) < 2:
+        return None
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ratio, row in sweep:
+        k = _series_mean(row["results"], "balance/kappa")
+        g = _series_mean(row["results"], "grad_norm/encoder_normalized")
+        a.plot([s for s, _ in k], [v for _, v in k], marker=".", label=f"encoder LR ×{ratio:g}")
+        b.plot([s for s, _ in g], [v for _, v in g], label=f"encoder LR ×{ratio:g}")
+    a.set_title(f"(a) κ, constant LR ({bench})")
+    a.set_xlabel("step")
+    a.set_ylabel("κ")
+    a.legend(fontsize=7)
+    b.set_title("(b) encoder grad norm / param norm")
+    b.set_xlabel("step")
+    b.set_yscale("log")
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"balance_findings_{bench}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def table(rows, bench: str) -> str:
+    head = (
+        "| encoder LR | method | seeds | test acc (%) | final val loss | steps to Constant's "
+        "final val loss (× Constant's) | mean κ | train s/run | peak RSS (MB) |\n"
+        "|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = [head]
+    for (b, ratio, method), row in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][2])):
+        if b != bench:
+            continue
+        n = row["n"]
+        sr = row["steps_ratio"]
+        not_reached = row["paired"] - row["reached"]
+        srs = fmt(sr, digits=2, n=row["reached"])
+        if not_reached:
+            srs += f" ({not_reached} not reached)"
+        lines.append(
+            f"| ×{ratio:g} | {method} | {','.join(map(str, row['seeds']))} | "
+            f"{fmt(row['acc'], 100, 1, n)} | {fmt(row['val'], 1, 4, n)} | {srs} | "
+            f"{fmt(row['kappa'], 1, 2, n)} | {fmt(row['train_s'], 1, 0, n)} | {row['rss']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def findings_table(rows, bench: str) -> str:
+    lines = [
+        "| encoder LR | mean κ | mean share_encoder | normalised encoder grad norm, first → last quarter |",
+        "|---|---|---|---|",
+    ]
+    for (b, ratio, method), row in sorted(rows.items()):
+        if b != bench or method != "constant":
+            continue
+        share = _series_mean(row["results"], "balance/share_encoder")
+        g = _series_mean(row["results"], "grad_norm/encoder_normalized")
+        q = max(1, len(g) // 4)
+        first = statistics.fmean(v for _, v in g[:q]) if g else math.nan
+        last = statistics.fmean(v for _, v in g[-q:]) if g else math.nan
+        lines.append(
+            f"| ×{ratio:g} | {fmt(row['kappa'], 1, 3, row['n'])} | "
+            f"{statistics.fmean(v for _, v in share) if share else math.nan:.3f} | "
+            f"{first:.3g} → {last:.3g} |"
+        )
+    return "\n".join(lines)
+
+
+def report(args, write: bool) -> str:
+    from benchmarks._report import machine, write_section
+
+    results = load_results(args.cache, args.benchmarks, args.methods, args.seeds, args.steps)
+    rows = summarise(results)
+    if not rows:
+        print("no cached results match; nothing to report")
+        return ""
+    parts, findings = [], []
+    for bench in args.benchmarks:
+        if not any(k[0] == bench for k in rows):
+            continue
+        any_r = next(r for r in results if r["spec"]["benchmark"] == bench)
+        spec = any_r["spec"]
+        n_test = any_r["n_test"]
+        curve = plot_curves(rows, bench, args.ratios)
+        parts.append(
+            f"### {bench}\n\n{spec['steps']} steps per run, validation loss every "
+            f"{max(1, spec['steps'] // spec['eval_points'])} steps, test accuracy on {n_test} "
+            f"test examples; tuned LRs: encoder {any_r['lr_encoder'] / spec['ratio']:.2g}, "
+            f"projector {any_r['lr_projector'] / spec['ratio'] if any_r['lr_projector'] else '= encoder'}"
+            f", LLM (LoRA) {any_r['lr_llm']:.2g}.\n\n{table(rows, bench)}\n\n"
+            + "\n".join(goal_lines(rows, bench))
+            + (f"\n\n![{bench} validation loss](benchmarks/results/{curve.name})" if curve else "")
+        )
+        fpath = plot_findings(rows, bench)
+        if fpath:
+            findings.append(
+                f"### {bench}\n\n{findings_table(rows, bench)}\n\n"
+                f"![{bench} balance findings](benchmarks/results/{fpath.name})"
+            )
+    cmd = "python benchmarks/compare_methods.py " + " ".join(args.argv)
+    head = f"Command: `{cmd.strip()}` (cached runs: `--report-only`)\n\nMachine: {machine()}\n\n"
+    body = head + "\n\n".join(parts)
+    print(body)
+    if findings:
+        fbody = (
+            head + "Constant LR at encoder-side LR ×0.1 / ×1 / ×10 (METHOD.md §8 (a) κ, (b) "
+            "normalised encoder gradient norm), from the same runs.\n\n" + "\n\n".join(findings)
+        )
+        print(fbody)
+    if write:
+        write_section("Method comparison", body)
+        if findings:
+            write_section("Balance findings (METHOD.md §8)", fbody)
+    return body

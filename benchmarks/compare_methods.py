@@ -1,0 +1,298 @@
+"""CoMMIT vs Constant LR vs the coordinate-descent baselines, on the built-in benchmarks.
+
+Issue 6 / METHOD.md §5 and §8. For each benchmark (vision, audio) and seed, it trains
+
+* every method of §5 at the recipe's (tuned) encoder/LLM LR ratio, and
+* ``constant``, ``commit_sched`` and ``commit`` with the whole encoder side's LRs (encoder
+  and projector) at ×0.1 and ×10 of it (a mis-set ratio: users rarely know the right one),
+
+all from the same real pretrained parts (SmolLM2-135M-Instruct, EfficientNet-Lite0 or the
+Whisper tiny.en encoder, a new projector; LoRA on the LLM, encoder trained), with the same
+data order (the seed fixes the sampler) and the same step budget. Each run then answers the
+benchmark's test split. Per run it records the validation-loss curve, κ and the normalised
+encoder gradient norm, test accuracy, wall time and peak RSS.
+
+Every run executes in its own subprocess (peak memory per run is then honest) and caches its
+result as ``<cache>/<benchmark>/<key>/result.json``, written atomically: the comparison can
+be run in pieces (``--benchmarks vision --seeds 0`` today, more seeds tomorrow) and a killed
+run costs only the run in flight. Runs are also in MLflow (``<cache>/mlflow.db``, experiment
+``compare-<benchmark>``) to browse with ``mlflow ui``.
+
+    .venv/bin/commit prepare                                 # once
+    .venv/bin/python benchmarks/compare_methods.py --quick   # smoke: ~10 min on 2 cores
+    .venv/bin/python benchmarks/compare_methods.py           # full grid (hours on a CPU)
+    .venv/bin/python benchmarks/compare_methods.py --benchmarks vision --seeds 0 \\
+        --methods constant,commit                            # one piece of it
+    .venv/bin/python benchmarks/compare_methods.py --report-only   # tables from the cache
+
+The report (tables + ``benchmarks/results/*.png``) goes to the "Method comparison" and
+"Balance findings" sections of BENCHMARKS.md, from whatever results the cache holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+METHODS = (
+    "constant",
+    "feature_cd",
+    "language_cd",
+    "alternating_cd",
+    "commit_sched",
+    "commit_clr",
+    "commit",
+)
+RATIO_METHODS = ("constant", "commit_sched", "commit")  # also run at mis-set ratios
+RATIOS = (0.1, 1.0, 10.0)
+RECIPES = {
+    "vision": ROOT / "recipes/builtin_vision.yaml",
+    "audio": ROOT / "recipes/builtin_audio.yaml",
+}
+HISTORIES = (
+    "loss/val",
+    "loss/train",
+    "balance/kappa",
+    "balance/share_encoder",
+    "balance/lr_ratio",
+    "grad_norm/encoder_normalized",
+    "grad_norm/llm_normalized",
+    "lr/encoder",
+    "lr/llm",
+    "time/probe_fraction",
+)
+DEFAULT_CACHE = ROOT / "benchmarks/results/compare_cache"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    benchmark: str
+    method: str
+    ratio: float
+    seed: int
+    steps: int
+    eval_points: int
+    test_limit: int | None
+    threads: int
+    extra: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        lim = f"-n{self.test_limit}" if self.test_limit else ""
+        # --set overrides change the run, so they are part of its cache key
+        extra = (
+            "-" + hashlib.sha256("\0".join(self.extra).encode()).hexdigest()[:8]
+            if self.extra
+            else ""
+        )
+        return f"{self.method}-x{self.ratio:g}-s{self.seed}-t{self.steps}{lim}{extra}"
+
+    def overrides(self, out: Path, cache: Path) -> list[str]:
+        from commit_train.config import load_config
+
+        base = load_config(RECIPES[self.benchmark], list(self.extra))
+        ov = [
+            f"method={self.method}",
+            f"seed={self.seed}",
+            f"train.steps={self.steps}",
+            f"train.eval_every={max(1, self.steps // self.eval_points)}",
+            "train.save_every=0",
+            "train.keep_checkpoints=1",
+            f"train.output_dir={out}",
+            f"train.lr_encoder={base.train.lr_encoder * self.ratio:.6g}",
+            f"tracking.uri=sqlite:///{cache / 'mlflow.db'}",
+            f"tracking.experiment=compare-{self.benchmark}",
+            f"tracking.run_name={self.key}",
+            *self.extra,
+        ]
+        if base.train.lr_projector is not None and base.model.projector_side == "encoder":
+            ov.append(f"train.lr_projector={base.train.lr_projector * self.ratio:.6g}")
+        return ov
+
+
+def plan(args: argparse.Namespace) -> list[RunSpec]:
+    specs = []
+    for bench in args.benchmarks:
+        for seed in args.seeds:
+            for ratio in args.ratios:
+                for method in args.methods:
+                    if ratio != 1.0 and method not in RATIO_METHODS:
+                        continue
+                    specs.append(
+                        RunSpec(
+                            bench,
+                            method,
+                            ratio,
+                            seed,
+                            args.steps[bench],
+                            args.eval_points,
+                            args.test_limit,
+                            args.threads,
+                            tuple(args.set),
+                        )
+                    )
+    return specs
+
+
+# ---- one run, in a child process ------------------------------------------------------------
+def run_one(spec: RunSpec, cache: Path) -> dict:
+    """Train + evaluate one spec; returns the result dict (the child writes it)."""
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from commit_train.config import load_config
+    from commit_train.trainer import train
+    from evaluation.runner import evaluate_model
+
+    torch.set_num_threads(spec.threads)
+    work = cache / spec.benchmark / spec.key / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    cfg = load_config(RECIPES[spec.benchmark], spec.overrides(work, cache))
+    t0 = time.perf_counter()
+    res = train(cfg)
+    train_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    ev = evaluate_model(
+        res.model_dir,
+        spec.benchmark,
+        "test",
+        output_dir=work / "eval",
+        limit=spec.test_limit,
+        system_prompt=cfg.data.system_prompt,
+        progress=False,
+    )
+    eval_s = time.perf_counter() - t1
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    hist = {
+        name: [[m.step, m.value] for m in client.get_metric_history(res.run_id, name)]
+        for name in HISTORIES
+    }
+    for h in hist.values():
+        h.sort()
+    result = {
+        "spec": asdict(spec),
+        "key": spec.key,
+        "run_id": res.run_id,
+        "lr_encoder": cfg.train.lr_encoder,
+        "lr_projector": cfg.train.lr_projector,
+        "lr_llm": cfg.train.lr_llm,
+        "final_val_loss": res.final_val_loss,
+        "accuracy": ev.metrics.get("accuracy"),
+        "metrics": ev.metrics,
+        "by_qtype": ev.by_qtype,
+        "n_test": ev.n,
+        "train_s": train_s,
+        "eval_s": eval_s,
+        "step_time_s": res.step_time_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "history": hist,
+    }
+    shutil.rmtree(work, ignore_errors=True)  # the model is not needed once it is scored
+    return result
+
+
+def _child_main(spec_json: str, cache: str) -> None:
+    spec = RunSpec(**{**json.loads(spec_json), "extra": tuple(json.loads(spec_json)["extra"])})
+    result = run_one(spec, Path(cache))
+    dest = Path(cache) / spec.benchmark / spec.key / "result.json"
+    tmp = dest.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, dest)
+
+
+def result_path(spec: RunSpec, cache: Path) -> Path:
+    return cache / spec.benchmark / spec.key / "result.json"
+
+
+def launch(spec: RunSpec, cache: Path) -> tuple[RunSpec, int, float]:
+    log = cache / spec.benchmark / spec.key / "run.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec.threads), "MKL_NUM_THREADS": str(spec.threads)}
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        rc = subprocess.call(
+            [sys.executable, __file__, "--child", json.dumps(asdict(spec)), "--cache", str(cache)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    return spec, rc, time.perf_counter() - t0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--benchmarks", default="vision,audio")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--ratios", default=",".join(f"{r:g}" for r in RATIOS))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--steps", default="vision=300,audio=300", help="per benchmark, or one int")
+    ap.add_argument("--eval-points", type=int, default=10, help="validation losses per run")
+    ap.add_argument("--test-limit", type=int, default=None, help="first N test examples")
+    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument("--set", action="append", default=[], help="extra recipe override")
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    ap.add_argument("--quick", action="store_true", help="vision, constant vs commit, 1 seed")
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--no-write", action="store_true", help="don't touch BENCHMARKS.md")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    args.argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
+    if args.quick:
+        args.benchmarks, args.methods, args.seeds = "vision", "constant,commit", "0"
+        args.ratios, args.steps, args.test_limit = "1,10", "60", args.test_limit or 100
+        args.eval_points = 6
+        args.cache = args.cache.with_name(args.cache.name + "_quick")
+    args.benchmarks = [b for b in args.benchmarks.split(",") if b]
+    unknown = [b for b in args.benchmarks if b not in RECIPES]
+    if unknown:
+        ap.error(f"unknown benchmark(s) {unknown}; known: {sorted(RECIPES)}")
+    args.methods = [m for m in args.methods.split(",") if m]
+    bad = [m for m in args.methods if m not in METHODS]
+    if bad:
+        ap.error(f"unknown method(s) {bad}; known: {list(METHODS)}")
+    args.ratios = [float(r) for r in args.ratios.split(",")]
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    if "=" in args.steps:
+        args.steps = {k: int(v) for k, v in (kv.split("=") for kv in args.steps.split(","))}
+    else:
+        args.steps = dict.fromkeys(RECIPES, int(args.steps))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        _child_main(args.child, str(args.cache))
+        return 0
+    from benchmarks._compare_report import report
+
+    todo = [s for s in plan(args) if not result_path(s, args.cache).is_file()]
+    print(f"{len(plan(args))} runs planned, {len(todo)} not cached yet (cache: {args.cache})")
+    failed = []
+    if todo and not args.report_only:
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            for spec, rc, secs in pool.map(lambda s: launch(s, args.cache), todo):
+                status = "ok" if rc == 0 else f"FAILED rc={rc}, see run.log"
+                print(f"  {spec.benchmark:6s} {spec.key:40s} {secs:7.0f} s  {status}", flush=True)
+                if rc:
+                    failed.append(spec)
+    report(args, write=not args.no_write and not args.quick)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The comparison's arithmetic on synthetic cached results: no training involved."""
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from benchmarks import _compare_report as rep
+from benchmarks.compare_methods import RunSpec, parse_args, plan
+
+
+def _result(method, ratio, seed, val, acc, kappa=(0.5,), bench="vision", steps=40):
+    spec = RunSpec(bench, method, ratio, seed, steps, 4, None, 1)
+    return {
+        "spec": {**spec.__dict__, "extra": []},
+        "key": spec.key,
+        "accuracy": acc,
+        "final_val_loss": val[-1],
+        "n_test": 10,
+        "train_s": 1.0,
+        "peak_rss_mb": 100.0,
+        "lr_encoder": 1e-4 * ratio,
+        "lr_projector": None,
+        "lr_llm": 3e-4,
+        "history": {
+            "loss/val": [[10 * (i + 1), v] for i, v in enumerate(val)],
+            "balance/kappa": [[10, k] for k in kappa],
+            "balance/share_encoder": [[10, 0.5]],
+            "grad_norm/encoder_normalized": [[i, 1.0 / (i + 1)] for i in range(8)],
+        },
+    }
+
+
+def test_steps_ratio_counts_steps_to_constants_final_loss():
+    const = [[10, 2.0], [20, 1.5], [30, 1.2], [40, 1.0]]
+    assert rep.steps_ratio([[10, 1.8], [20, 1.0], [30, 0.9], [40, 0.8]], const) == 0.5
+    assert rep.steps_ratio([[10, 1.8], [20, 1.4], [30, 1.1], [40, 1.05]], const) is None
+    # Constant reaching its final value early counts from there, not from its last step
+    assert rep.steps_ratio([[10, 1.0]], [[10, 2.0], [20, 1.0], [30, 1.0]]) == 0.5
+
+
+def test_summary_pairs_seeds_and_goal_lines_judge_the_targets():
+    results = []
+    for seed, (c_acc, m_acc) in enumerate([(0.40, 0.45), (0.42, 0.46), (0.38, 0.44)]):
+        results.append(_result("constant", 10.0, seed, [2.0, 1.6, 1.3, 1.0], c_acc))
+        results.append(_result("commit", 10.0, seed, [1.9, 1.2, 1.0, 0.9], m_acc))
+        results.append(_result("constant", 1.0, seed, [2.0, 1.5, 1.1, 0.9], 0.5))
+        results.append(_result("commit", 1.0, seed, [2.0, 1.5, 1.1, 0.9], 0.5 + 0.001 * seed))
+    rows = rep.summarise(results)
+    row = rows[("vision", 10.0, "commit")]
+    assert row["n"] == 3 and row["steps_ratio"][0] == pytest.approx(0.75)
+    assert row["acc"][0] == pytest.approx(0.45)
+    d, sd, n = rep.paired_diff(rows, "vision", 10.0, "commit", "constant")
+    assert n == 3 and d == pytest.approx(0.05) and sd == pytest.approx(0.01)
+    lines = rep.goal_lines(rows, "vision")
+    assert "**met**" in lines[0] and "+5.0" in lines[0]
+    assert "within noise" in lines[1] or "better" in lines[1]
+    table = rep.table(rows, "vision")
+    assert "| ×10 | commit | 0,1,2 | 45.0 ± 1.0 |" in table
+
+
+def test_goal_not_met_when_commit_never_reaches_constant_loss():
+    results = [
+        _result("constant", 0.1, 0, [2.0, 1.0], 0.40),
+        _result("commit", 0.1, 0, [2.0, 1.2], 0.50),
+    ]
+    rows = rep.summarise(results)
+    assert math.isnan(rows[("vision", 0.1, "commit")]["steps_ratio"][0])
+    (line,) = rep.goal_lines(rows, "vision")
+    assert "not reached" in line and "**not met**" in line
+
+
+def test_report_only_reads_the_cache_and_plots(tmp_path, monkeypatch):
+    monkeypatch.setattr(rep, "RESULTS", tmp_path / "results")
+    for r in [
+        _result("constant", 0.1, 0, [2.0, 1.0], 0.4, kappa=(0.1, 0.2)),
+        _result("constant", 1.0, 0, [2.0, 1.0], 0.4, kappa=(0.5,)),
+        _result("constant", 10.0, 0, [2.0, 1.0], 0.4, kappa=(0.9,)),
+        _result("commit", 1.0, 0, [2.0, 0.9], 0.45),
+    ]:
+        d = tmp_path / "cache" / "vision" / r["key"]
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps(r))
+    args = SimpleNamespace(
+        cache=tmp_path / "cache",
+        benchmarks=["vision"],
+        methods=["constant", "commit"],
+        seeds=[0],
+        steps={"vision": 40},
+        ratios=[0.1, 1.0, 10.0],
+        argv=["--seeds", "0"],
+    )
+    body = rep.report(args, write=False)
+    assert "| ×1 | commit | 0 | 45.0 |" in body
+    assert (tmp_path / "results" / "compare_vision_val_loss.png").stat().st_size > 0
+    assert (tmp_path / "results" / "balance_findings_vision.png").stat().st_size > 0
+
+
+def test_plan_runs_mis_set_ratios_only_for_the_ratio_methods():
+    args = parse_args(["--benchmarks", "vision", "--seeds", "0,1"])
+    specs = plan(args)
+    assert len(specs) == 2 * (7 + 2 * 3)
+    assert {s.method for s in specs if s.ratio != 1.0} == {"constant", "commit_sched", "commit"}
+    with pytest.raises(SystemExit):
+        parse_args(["--benchmarks", "imagenet"])
