@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
 
             examples:
               commit evaluate --model runs/builtin_vision/model --benchmark vision
-              commit evaluate --model runs/llava/model --benchmark textvqa \
+              commit evaluate --model runs/llava/model --benchmark textvqa \\
                   --data-dir /data/textvqa --split val
             """
         ),
