@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import time
 from pathlib import Path
 
 import torch
@@ -31,6 +32,46 @@ def machine() -> str:
         pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
     return f"{cpu}, {os.cpu_count()} cores{gpu}, Python {platform.python_version()}, torch {torch.__version__}"
+
+
+class OtherLoad:
+    """How busy the rest of the machine was while a benchmark ran, from CPU accounting.
+
+    Timings on a shared machine are only comparable with that context, and a hand-written
+    "other jobs were running" note is easy to forget or get wrong. This is the machine's
+    busy CPU time minus that of this process tree (itself, waited-for children, live
+    descendants), over wall time: the average number of cores other processes used. Call
+    :meth:`cores` while the benchmark's own helper processes (e.g. servers) still run.
+    """
+
+    def __init__(self) -> None:
+        self._t0 = time.monotonic()
+        self._busy0, self._own0 = _busy_cpu_s(), _tree_cpu_s()
+
+    def cores(self) -> float:
+        wall = max(time.monotonic() - self._t0, 1e-9)
+        other = (_busy_cpu_s() - self._busy0) - (_tree_cpu_s() - self._own0)
+        return max(other, 0.0) / wall
+
+
+def _busy_cpu_s() -> float:
+    import psutil
+
+    t = psutil.cpu_times()  # Linux: guest time is already inside user
+    return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+
+
+def _tree_cpu_s() -> float:
+    import psutil
+
+    total = sum(os.times()[:4])  # this process and its waited-for children
+    for child in psutil.Process().children(recursive=True):
+        try:
+            c = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += c.user + c.system + c.children_user + c.children_system
+    return total
 
 
 def write_section(title: str, body: str, path: Path = BENCHMARKS_MD) -> None:
