@@ -178,7 +178,7 @@ def plot_curves(rows, bench: str, ratios: list[float]) -> Path | None:
             if b == bench and r == ratio:
                 curve = _series_mean(row["results"], "loss/val")
                 ax.plot([s for s, _ in curve], [v for _, v in curve], marker=".", label=method)
-        ax.set_title(f"{bench}: encoder-side LR ×{ratio:g}")
+        ax.set_title(f"{bench}: encoder LR ×{ratio:g}")
         ax.set_xlabel("step")
         ax.set_ylabel("validation loss (mean over seeds)")
         ax.legend(fontsize=7)
@@ -286,7 +286,7 @@ def report(args, write: bool) -> str:
             f"### {bench}\n\n{spec['steps']} steps per run, validation loss every "
             f"{max(1, spec['steps'] // spec['eval_points'])} steps, test accuracy on {n_test} "
             f"test examples; tuned LRs: encoder {any_r['lr_encoder'] / spec['ratio']:.2g}, "
-            f"projector {any_r['lr_projector'] / spec['ratio'] if any_r['lr_projector'] else '= encoder'}"
+            f"projector {any_r['lr_projector'] or '= encoder'}"
             f", LLM (LoRA) {any_r['lr_llm']:.2g}.\n\n{table(rows, bench)}\n\n"
             + "\n".join(goal_lines(rows, bench))
             + (f"\n\n![{bench} validation loss](benchmarks/results/{curve.name})" if curve else "")
@@ -303,7 +303,7 @@ def report(args, write: bool) -> str:
     print(body)
     if findings:
         fbody = (
-            head + "Constant LR at encoder-side LR ×0.1 / ×1 / ×10 (METHOD.md §8 (a) κ, (b) "
+            head + "Constant LR at encoder LR ×0.1 / ×1 / ×10 (METHOD.md §8 (a) κ, (b) "
             "normalised encoder gradient norm), from the same runs.\n\n" + "\n\n".join(findings)
         )
         print(fbody)

@@ -3,8 +3,9 @@
 Issue 6 / METHOD.md §5 and §8. For each benchmark (vision, audio) and seed, it trains
 
 * every method of §5 at the recipe's (tuned) encoder/LLM LR ratio, and
-* ``constant``, ``commit_sched`` and ``commit`` with the whole encoder side's LRs (encoder
-  and projector) at ×0.1 and ×10 of it (a mis-set ratio: users rarely know the right one),
+* ``constant``, ``commit_sched`` and ``commit`` with the encoder LR (``train.lr_encoder``;
+  the projector keeps ``train.lr_projector``) at ×0.1 and ×10 of it (a mis-set ratio: users
+  rarely know the right one),
 
 all from the same real pretrained parts (SmolLM2-135M-Instruct, EfficientNet-Lite0 or the
 Whisper tiny.en encoder, a new projector; LoRA on the LLM, encoder trained), with the same
@@ -118,8 +119,6 @@ class RunSpec:
             f"tracking.run_name={self.key}",
             *self.extra,
         ]
-        if base.train.lr_projector is not None and base.model.projector_side == "encoder":
-            ov.append(f"train.lr_projector={base.train.lr_projector * self.ratio:.6g}")
         return ov
 
 
