@@ -89,6 +89,12 @@ class RunSpec:
     test_limit: int | None
     threads: int
     extra: tuple[str, ...] = ()
+    recipe: str = ""  # "" = RECIPES[benchmark]
+    eval_benchmark: str = ""  # what `commit evaluate` scores; "" = benchmark
+
+    @property
+    def recipe_path(self) -> Path:
+        return Path(self.recipe) if self.recipe else RECIPES[self.benchmark]
 
     @property
     def key(self) -> str:
@@ -104,7 +110,7 @@ class RunSpec:
     def overrides(self, out: Path, cache: Path) -> list[str]:
         from commit_train.config import load_config
 
-        base = load_config(RECIPES[self.benchmark], list(self.extra))
+        base = load_config(self.recipe_path, list(self.extra))
         ov = [
             f"method={self.method}",
             f"seed={self.seed}",
@@ -141,6 +147,8 @@ def plan(args: argparse.Namespace) -> list[RunSpec]:
                             args.test_limit,
                             args.threads,
                             tuple(args.set),
+                            args.recipe.get(bench, ""),
+                            args.eval_set.get(bench, ""),
                         )
                     )
     return specs
@@ -159,14 +167,14 @@ def run_one(spec: RunSpec, cache: Path) -> dict:
     torch.set_num_threads(spec.threads)
     work = cache / spec.benchmark / spec.key / "work"
     shutil.rmtree(work, ignore_errors=True)
-    cfg = load_config(RECIPES[spec.benchmark], spec.overrides(work, cache))
+    cfg = load_config(spec.recipe_path, spec.overrides(work, cache))
     t0 = time.perf_counter()
     res = train(cfg)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     ev = evaluate_model(
         res.model_dir,
-        spec.benchmark,
+        spec.eval_benchmark or spec.benchmark,
         "test",
         output_dir=work / "eval",
         limit=spec.test_limit,
@@ -243,6 +251,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
     ap.add_argument("--set", action="append", default=[], help="extra recipe override")
+    ap.add_argument(
+        "--recipe", action="append", default=[], help="NAME=PATH: compare on your own recipe"
+    )
+    ap.add_argument(
+        "--eval-set",
+        action="append",
+        default=[],
+        help="NAME=BENCH: what NAME's runs are scored on (a benchmark name or a .jsonl)",
+    )
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--quick", action="store_true", help="vision, constant vs commit, 1 seed")
     ap.add_argument("--report-only", action="store_true")
@@ -255,10 +272,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.ratios, args.steps, args.test_limit = "1,10", "60", args.test_limit or 100
         args.eval_points = 6
         args.cache = args.cache.with_name(args.cache.name + "_quick")
+    args.recipe = _pairs(ap, "--recipe", args.recipe)
+    args.eval_set = _pairs(ap, "--eval-set", args.eval_set)
     args.benchmarks = [b for b in args.benchmarks.split(",") if b]
-    unknown = [b for b in args.benchmarks if b not in RECIPES]
+    unknown = [b for b in args.benchmarks if b not in RECIPES and b not in args.recipe]
     if unknown:
-        ap.error(f"unknown benchmark(s) {unknown}; known: {sorted(RECIPES)}")
+        ap.error(f"unknown benchmark(s) {unknown}; known: {sorted(RECIPES)} or --recipe NAME=PATH")
+    for name, path in args.recipe.items():
+        if not Path(path).is_file():
+            ap.error(f"--recipe {name}={path}: no such file")
     args.methods = [m for m in args.methods.split(",") if m]
     bad = [m for m in args.methods if m not in METHODS]
     if bad:
@@ -268,8 +290,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if "=" in args.steps:
         args.steps = {k: int(v) for k, v in (kv.split("=") for kv in args.steps.split(","))}
     else:
-        args.steps = dict.fromkeys(RECIPES, int(args.steps))
+        args.steps = dict.fromkeys([*RECIPES, *args.benchmarks], int(args.steps))
+    missing = [b for b in args.benchmarks if b not in args.steps]
+    if missing:
+        ap.error(f"--steps gives no step count for {missing}")
     return args
+
+
+def _pairs(ap: argparse.ArgumentParser, flag: str, items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            ap.error(f"{flag} expects NAME=VALUE, got {item!r}")
+        out[name] = value
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

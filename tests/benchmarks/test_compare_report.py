@@ -104,3 +104,37 @@ def test_plan_runs_mis_set_ratios_only_for_the_ratio_methods():
     assert {s.method for s in specs if s.ratio != 1.0} == {"constant", "commit_sched", "commit"}
     with pytest.raises(SystemExit):
         parse_args(["--benchmarks", "imagenet"])
+
+
+@pytest.mark.slow
+def test_compare_runs_end_to_end_on_a_tiny_recipe_and_caches(tiny_parts, tmp_path, monkeypatch):
+    """The real script: subprocess runs of two methods at two ratios, cached results,
+    then a second call that trains nothing and reports from the cache."""
+    import yaml
+
+    from benchmarks import compare_methods
+    from tests.conftest import tiny_recipe_dict
+
+    monkeypatch.setattr(rep, "RESULTS", tmp_path / "results")
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe_dict(tiny_parts, tmp_path / "unused")))
+    argv = [
+        "--benchmarks", "tiny", "--recipe", f"tiny={recipe}",
+        "--eval-set", f"tiny={tiny_parts['val']}",
+        "--methods", "constant,commit", "--ratios", "1,10", "--seeds", "0",
+        "--steps", "4", "--eval-points", "2", "--jobs", "2",
+        "--cache", str(tmp_path / "cache"), "--no-write",
+        "--set", "balance.probe_every=2",
+    ]  # fmt: skip
+    assert compare_methods.main(argv) == 0
+    results = sorted((tmp_path / "cache" / "tiny").glob("*/result.json"))
+    assert len(results) == 4
+    r = json.loads(next(p for p in results if "commit-x10" in str(p)).read_text())
+    assert r["lr_encoder"] == pytest.approx(10 * 1e-3) and r["n_test"] == 16
+    assert [s for s, _ in r["history"]["loss/val"]] == [2, 4]
+    assert r["history"]["balance/kappa"] and r["peak_rss_mb"] > 0
+    assert not (results[0].parent / "work").exists()  # the model is deleted once scored
+    mtimes = [p.stat().st_mtime for p in results]
+    assert compare_methods.main(argv) == 0  # everything cached: nothing retrained
+    assert [p.stat().st_mtime for p in results] == mtimes
+    assert (tmp_path / "results" / "compare_tiny_val_loss.png").is_file()
