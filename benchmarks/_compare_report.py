@@ -163,12 +163,28 @@ def goal_lines(rows, bench: str) -> list[str]:
     return lines
 
 
-def plot_curves(rows, bench: str, ratios: list[float]) -> Path | None:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, name: str) -> Path:
+    """Write one figure under benchmarks/results/ and free it."""
+    fig.tight_layout()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    fig.savefig(path, dpi=110)
+    fig.clf()
+    _pyplot().close(fig)
+    return path
+
+
+def plot_curves(rows, bench: str, ratios: list[float]) -> Path | None:
+    plt = _pyplot()
     present = [r for r in ratios if any(k[0] == bench and k[1] == r for k in rows)]
     if not present:
         return None
@@ -182,20 +198,11 @@ def plot_curves(rows, bench: str, ratios: list[float]) -> Path | None:
         ax.set_xlabel("step")
         ax.set_ylabel("validation loss (mean over seeds)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"compare_{bench}_val_loss.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, f"compare_{bench}_val_loss.png")
 
 
 def plot_findings(rows, bench: str) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     sweep = sorted((r, row) for (b, r, m), row in rows.items() if b == bench and m == "constant")
     if len(sweep) < 2:
         return None
@@ -213,12 +220,7 @@ def plot_findings(rows, bench: str) -> Path | None:
     b.set_xlabel("step")
     b.set_yscale("log")
     b.legend(fontsize=7)
-    fig.tight_layout()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"balance_findings_{bench}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, f"balance_findings_{bench}.png")
 
 
 def table(rows, bench: str) -> str:

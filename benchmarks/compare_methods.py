@@ -48,15 +48,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-METHODS = (
-    "constant",
-    "feature_cd",
-    "language_cd",
-    "alternating_cd",
-    "commit_sched",
-    "commit_clr",
-    "commit",
-)
+from commit_train.config import METHODS  # noqa: E402  (every method of METHOD.md §5)
+
 RATIO_METHODS = ("constant", "commit_sched", "commit")  # also run at mis-set ratios
 RATIOS = (0.1, 1.0, 10.0)
 RECIPES = {
