@@ -55,6 +55,11 @@ def _eos_ids(tokenizer: Any) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
+def _prompt_chars(record: Record) -> int:
+    """Cheap proxy for a prompt's token count: its question and choices in characters."""
+    return len(record.question) + sum(len(c) + 4 for c in record.choices or ())
+
+
 @torch.no_grad()
 def generate_answers(
     mlm: MultimodalLM,
@@ -75,10 +80,15 @@ def generate_answers(
     eos = _eos_ids(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
     device = next(mlm.parameters()).device
-    out: list[str] = []
+    out: list[str] = [""] * len(records)
+    # Batch prompts of similar length together (answers go back in the original order):
+    # every row of a batch is left-padded to its longest prompt, and on a CPU the padded
+    # positions cost as much as real ones.
+    order = sorted(range(len(records)), key=lambda i: _prompt_chars(records[i]))
     bar = tqdm(total=len(records), desc="evaluate", disable=not progress, dynamic_ncols=True)
     for start in range(0, len(records), batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(records)))]
+        idx = order[start : start + batch_size]
+        items = [dataset[i] for i in idx]
         batch = collator(items)
         new = mlm.generate(
             batch["input_ids"].to(device),
@@ -88,7 +98,8 @@ def generate_answers(
             eos_token_ids=eos,
             pad_token_id=pad,
         )
-        out.extend(tok.batch_decode(new, skip_special_tokens=True))
+        for i, text in zip(idx, tok.batch_decode(new, skip_special_tokens=True), strict=True):
+            out[i] = text
         bar.update(len(items))
     bar.close()
     return out

@@ -120,3 +120,39 @@ def test_model_modality_mismatch(tiny_model_dir, tmp_path):
     (tmp_path / "a.jsonl").write_text(json.dumps(line) + "\n")
     with pytest.raises(DataError, match="takes image input"):
         evaluate_model(tiny_model_dir, str(tmp_path / "a.jsonl"), output_dir=tmp_path / "o")
+
+
+def test_length_sorted_batches_return_answers_in_record_order(tiny_model_dir, tiny_parts):
+    """Batches are formed from prompts of similar length; each answer must still land on
+    its own record. A spy model answers with its prompt's length (as a token id), so a
+    misplaced answer shows up as a mismatch with the one-at-a-time run."""
+    import dataclasses
+
+    recs, _ = read_records(tiny_parts["val"])
+    words = ["what colour", "what colour is it", "colour", "what colour is the shape here"]
+    recs = [
+        dataclasses.replace(r, question=words[i % len(words)] + " now" * (i % 3))
+        for i, r in enumerate(recs[:9])
+    ]
+    mlm, proc = load_model(
+        validate(tiny_recipe_dict(tiny_parts, tiny_model_dir)).model.model_copy(
+            update={"path": str(tiny_model_dir), "encoder": None, "llm": None}
+        )
+    )
+
+    class Spy:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def generate(self, input_ids, attention_mask, media, **kw):
+            return attention_mask.sum(-1, keepdim=True)
+
+    root = tiny_parts["val"].parent
+    spy = Spy(mlm)
+    one_by_one = [generate_answers(spy, proc, [r], root, progress=False)[0] for r in recs]
+    assert len(set(one_by_one)) >= 3  # the prompts really differ in length
+    for bs in (1, 4):
+        assert generate_answers(spy, proc, recs, root, batch_size=bs, progress=False) == one_by_one
