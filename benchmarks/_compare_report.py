@@ -223,6 +223,21 @@ def plot_findings(rows, bench: str) -> Path | None:
     return _save(fig, f"balance_findings_{bench}.png")
 
 
+def chance_note(result: dict) -> str:
+    """Answer-blind accuracy on the same test examples, for scale (built-in sets only)."""
+    try:
+        from commit_train.data.builtin import chance_levels
+        from evaluation.benchmarks import load_benchmark
+
+        spec = result["spec"]
+        name = spec.get("eval_benchmark") or spec["benchmark"]
+        records = load_benchmark(name, "test").records[: result["n_test"]]
+        maj, uni = chance_levels(records)["overall"], chance_levels(records, "uniform")["overall"]
+    except Exception:  # a custom --eval-set may have no chance model; the table stands alone
+        return ""
+    return f" Chance on these examples: {maj * 100:.1f}% (majority), {uni * 100:.1f}% (uniform)."
+
+
 def table(rows, bench: str) -> str:
     head = (
         "| encoder LR | method | seeds | test acc (%) | final val loss | steps to Constant's "
@@ -289,7 +304,7 @@ def report(args, write: bool) -> str:
             f"{max(1, spec['steps'] // spec['eval_points'])} steps, test accuracy on {n_test} "
             f"test examples; tuned LRs: encoder {any_r['lr_encoder'] / spec['ratio']:.2g}, "
             f"projector {any_r['lr_projector'] or '= encoder'}"
-            f", LLM (LoRA) {any_r['lr_llm']:.2g}.\n\n{table(rows, bench)}\n\n"
+            f", LLM (LoRA) {any_r['lr_llm']:.2g}.{chance_note(any_r)}\n\n{table(rows, bench)}\n\n"
             + "\n".join(goal_lines(rows, bench))
             + (f"\n\n![{bench} validation loss](benchmarks/results/{curve.name})" if curve else "")
         )
