@@ -23,6 +23,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks._report import machine, write_section  # noqa: E402
 from commit_train.config import ModelConfig, load_config  # noqa: E402
 from commit_train.modeling import load_model, save_model_dir  # noqa: E402
+from commit_train.registry import trained_system_prompt  # noqa: E402
 from evaluation.benchmarks import load_benchmark  # noqa: E402
 from evaluation.runner import generate_answers  # noqa: E402
 
@@ -41,7 +42,7 @@ def main() -> None:
 
     if args.model:
         mlm, proc = load_model(ModelConfig(path=args.model))
-        system_prompt = None
+        system_prompt = trained_system_prompt(Path(args.model))  # what it was trained with
     else:
         cfg = load_config(REPO / "recipes" / "builtin_vision.yaml")
         mlm, proc = load_model(cfg.model)
