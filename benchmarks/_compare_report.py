@@ -183,7 +183,7 @@ def _save(fig, name: str) -> Path:
     return path
 
 
-def plot_curves(rows, bench: str, ratios: list[float]) -> Path | None:
+def plot_curves(rows, bench: str, ratios: list[float], steps: int) -> Path | None:
     plt = _pyplot()
     present = [r for r in ratios if any(k[0] == bench and k[1] == r for k in rows)]
     if not present:
@@ -198,10 +198,10 @@ def plot_curves(rows, bench: str, ratios: list[float]) -> Path | None:
         ax.set_xlabel("step")
         ax.set_ylabel("validation loss (mean over seeds)")
         ax.legend(fontsize=7)
-    return _save(fig, f"compare_{bench}_val_loss.png")
+    return _save(fig, f"compare_{bench}_t{steps}_val_loss.png")
 
 
-def plot_findings(rows, bench: str) -> Path | None:
+def plot_findings(rows, bench: str, steps: int) -> Path | None:
     plt = _pyplot()
     sweep = sorted((r, row) for (b, r, m), row in rows.items() if b == bench and m == "constant")
     if len(sweep) < 2:
@@ -220,7 +220,7 @@ def plot_findings(rows, bench: str) -> Path | None:
     b.set_xlabel("step")
     b.set_yscale("log")
     b.legend(fontsize=7)
-    return _save(fig, f"balance_findings_{bench}.png")
+    return _save(fig, f"balance_findings_{bench}_t{steps}.png")
 
 
 def chance_note(result: dict) -> str:
@@ -298,7 +298,7 @@ def report(args, write: bool) -> str:
         any_r = next(r for r in results if r["spec"]["benchmark"] == bench)
         spec = any_r["spec"]
         n_test = any_r["n_test"]
-        curve = plot_curves(rows, bench, args.ratios)
+        curve = plot_curves(rows, bench, args.ratios, spec["steps"])
         parts.append(
             f"### {bench}\n\n{spec['steps']} steps per run, validation loss every "
             f"{max(1, spec['steps'] // spec['eval_points'])} steps, test accuracy on {n_test} "
@@ -308,7 +308,7 @@ def report(args, write: bool) -> str:
             + "\n".join(goal_lines(rows, bench))
             + (f"\n\n![{bench} validation loss](benchmarks/results/{curve.name})" if curve else "")
         )
-        fpath = plot_findings(rows, bench)
+        fpath = plot_findings(rows, bench, spec["steps"])
         if fpath:
             findings.append(
                 f"### {bench}\n\n{findings_table(rows, bench)}\n\n"
@@ -325,7 +325,8 @@ def report(args, write: bool) -> str:
         )
         print(fbody)
     if write:
-        write_section("Method comparison", body)
+        tag = f", {args.tag}" if getattr(args, "tag", "") else ""
+        write_section(f"Method comparison{tag}", body)
         if findings:
-            write_section("Balance findings (METHOD.md §8)", fbody)
+            write_section(f"Balance findings (METHOD.md §8){tag}", fbody)
     return body

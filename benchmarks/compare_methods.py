@@ -257,6 +257,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="vision, constant vs commit, 1 seed")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--no-write", action="store_true", help="don't touch BENCHMARKS.md")
+    ap.add_argument(
+        "--tag", default="", help="suffix of the BENCHMARKS.md section titles (one per budget)"
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]

@@ -93,8 +93,8 @@ def test_report_only_reads_the_cache_and_plots(tmp_path, monkeypatch):
     )
     body = rep.report(args, write=False)
     assert "| ×1 | commit | 0 | 45.0 |" in body
-    assert (tmp_path / "results" / "compare_vision_val_loss.png").stat().st_size > 0
-    assert (tmp_path / "results" / "balance_findings_vision.png").stat().st_size > 0
+    assert (tmp_path / "results" / "compare_vision_t40_val_loss.png").stat().st_size > 0
+    assert (tmp_path / "results" / "balance_findings_vision_t40.png").stat().st_size > 0
 
 
 def test_plan_runs_mis_set_ratios_only_for_the_ratio_methods():
@@ -137,4 +137,4 @@ def test_compare_runs_end_to_end_on_a_tiny_recipe_and_caches(tiny_parts, tmp_pat
     mtimes = [p.stat().st_mtime for p in results]
     assert compare_methods.main(argv) == 0  # everything cached: nothing retrained
     assert [p.stat().st_mtime for p in results] == mtimes
-    assert (tmp_path / "results" / "compare_tiny_val_loss.png").is_file()
+    assert (tmp_path / "results" / "compare_tiny_t4_val_loss.png").is_file()
