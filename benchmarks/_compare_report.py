@@ -109,6 +109,14 @@ def summarise(results: list[dict]) -> dict[tuple, dict[str, Any]]:
             "paired": len([r for r in rs if r["spec"]["seed"] in const]),
             "kappa": mean_std(kappa),
             "train_s": mean_std([r["train_s"] for r in rs]),
+            # cumulative probe seconds / training seconds: the last value is the run's share
+            "probe": mean_std(
+                [
+                    r["history"]["time/probe_fraction"][-1][1]
+                    for r in rs
+                    if r["history"].get("time/probe_fraction")
+                ]
+            ),
             "rss": max(r["peak_rss_mb"] for r in rs),
             "acc_by_seed": {r["spec"]["seed"]: r["accuracy"] for r in rs},
             "results": rs,
@@ -241,8 +249,9 @@ def chance_note(result: dict) -> str:
 def table(rows, bench: str) -> str:
     head = (
         "| encoder LR | method | seeds | test acc (%) | final val loss | steps to Constant's "
-        "final val loss (× Constant's) | mean κ | train s/run | peak RSS (MB) |\n"
-        "|---|---|---|---|---|---|---|---|---|"
+        "final val loss (× Constant's) | mean κ | κ probe time (% of training) | train s/run "
+        "| peak RSS (MB) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
     for (b, ratio, method), row in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][2])):
@@ -257,7 +266,8 @@ def table(rows, bench: str) -> str:
         lines.append(
             f"| ×{ratio:g} | {method} | {','.join(map(str, row['seeds']))} | "
             f"{fmt(row['acc'], 100, 1, n)} | {fmt(row['val'], 1, 4, n)} | {srs} | "
-            f"{fmt(row['kappa'], 1, 2, n)} | {fmt(row['train_s'], 1, 0, n)} | {row['rss']:.0f} |"
+            f"{fmt(row['kappa'], 1, 2, n)} | {fmt(row['probe'], 100, 1, n)} | "
+            f"{fmt(row['train_s'], 1, 0, n)} | {row['rss']:.0f} |"
         )
     return "\n".join(lines)
 
