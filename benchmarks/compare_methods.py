@@ -20,7 +20,7 @@ run costs only the run in flight. Runs are also in MLflow (``<cache>/mlflow.db``
 ``compare-<benchmark>``) to browse with ``mlflow ui``.
 
     .venv/bin/commit prepare                                 # once
-    .venv/bin/python benchmarks/compare_methods.py --quick   # smoke: ~10 min on 2 cores
+    .venv/bin/python benchmarks/compare_methods.py --quick   # smoke: 4 runs of 40 steps
     .venv/bin/python benchmarks/compare_methods.py           # full grid (hours on a CPU)
     .venv/bin/python benchmarks/compare_methods.py --benchmarks vision --seeds 0 \\
         --methods constant,commit                            # one piece of it
@@ -265,8 +265,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
     if args.quick:
         args.benchmarks, args.methods, args.seeds = "vision", "constant,commit", "0"
-        args.ratios, args.steps, args.test_limit = "1,10", "60", args.test_limit or 100
-        args.eval_points = 6
+        args.ratios, args.steps, args.test_limit = "1,10", "40", args.test_limit or 60
+        args.eval_points = 4
         args.cache = args.cache.with_name(args.cache.name + "_quick")
     args.recipe = _pairs(ap, "--recipe", args.recipe)
     args.eval_set = _pairs(ap, "--eval-set", args.eval_set)
