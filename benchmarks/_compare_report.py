@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -324,7 +325,7 @@ def report(args, write: bool) -> str:
                 f"### {bench}\n\n{findings_table(rows, bench)}\n\n"
                 f"![{bench} balance findings](benchmarks/results/{fpath.name})"
             )
-    cmd = "python benchmarks/compare_methods.py " + " ".join(args.argv)
+    cmd = "python benchmarks/compare_methods.py " + shlex.join(args.argv)
     head = f"Command: `{cmd.strip()}` (cached runs: `--report-only`)\n\nMachine: {machine()}\n\n"
     body = head + "\n\n".join(parts)
     print(body)
