@@ -6,11 +6,15 @@ re-run in any order without clobbering each other's figures.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -86,3 +90,35 @@ def write_section(title: str, body: str, path: Path = BENCHMARKS_MD) -> None:
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text.rstrip() + "\n")
     os.replace(tmp, path)
+
+
+# ---- worker subprocesses: one run per fresh process, so its peak RSS is its own ------------
+RESULT_TAG = "RESULT "
+
+
+def worker_cmd(script: str | Path, mode: str, args: Any, *extra: str) -> list[str]:
+    """``python <script> --worker <mode> ...`` with the shared run options of ``args``."""
+    cmd = [sys.executable, str(Path(script).resolve()), "--worker", mode, *extra]
+    cmd += ["--recipe", str(args.recipe), "--steps", str(args.steps)]
+    cmd += ["--warmup", str(args.warmup)]
+    for flag in ("batch_size", "max_records", "threads"):
+        if getattr(args, flag, None):
+            cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    return cmd
+
+
+def emit_result(res: dict) -> None:
+    """Worker side: print the result where :func:`run_worker` finds it."""
+    print(RESULT_TAG + json.dumps(res), flush=True)
+
+
+def run_worker(cmd: list[str], mode: str, cwd: Path, drop_env: tuple[str, ...] = ()) -> dict:
+    """Run one worker offline and return its result dict; its stderr tail on failure."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    for key in drop_env:
+        env.pop(key, None)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"{mode} run failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(lines[-1][len(RESULT_TAG) :])

@@ -44,12 +44,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import logging
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,13 +58,20 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import BENCHMARKS_MD, OtherLoad, machine, write_section  # noqa: E402
+from benchmarks._report import (  # noqa: E402
+    BENCHMARKS_MD,
+    OtherLoad,
+    emit_result,
+    machine,
+    run_worker,
+    worker_cmd,
+    write_section,
+)
 from commit_train.config import RunConfig, load_config  # noqa: E402
 
 SECTION = "Trainer vs Hugging Face Trainer"
 TARGET = 1.0
 MODES = ("ours", "hf")
-RESULT_TAG = "RESULT "
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
@@ -250,23 +255,12 @@ def worker(args: argparse.Namespace) -> int:
         peak_rss_mb=peak_rss_mb(),
         threads=torch.get_num_threads(),
     )
-    print(RESULT_TAG + json.dumps(res), flush=True)
+    emit_result(res)
     return 0
 
 
 def spawn(mode: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", mode]
-    cmd += ["--recipe", str(args.recipe), "--steps", str(args.steps)]
-    cmd += ["--warmup", str(args.warmup)]
-    for flag in ("batch_size", "max_records", "threads"):
-        if getattr(args, flag):
-            cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
-    if proc.returncode or not lines:
-        raise RuntimeError(f"{mode} run failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    res = json.loads(lines[-1][len(RESULT_TAG) :])
+    res = run_worker(worker_cmd(__file__, mode, args), mode, ROOT)
     t = sum(res["step_s"])
     res["samples_per_s"] = sum(res["samples"]) / t
     res["tokens_per_s"] = sum(res["tokens"]) / t

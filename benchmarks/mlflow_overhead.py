@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import resource
@@ -59,12 +58,19 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import BENCHMARKS_MD, OtherLoad, machine, write_section  # noqa: E402
+from benchmarks._report import (  # noqa: E402
+    BENCHMARKS_MD,
+    OtherLoad,
+    emit_result,
+    machine,
+    run_worker,
+    worker_cmd,
+    write_section,
+)
 
 SECTION = "MLflow logging overhead"
 TARGET = 0.01
 MODES = ("on", "off")
-RESULT_TAG = "RESULT "
 
 
 # ---- the server: same approach as tests/integration/conftest.py -----------------------------
@@ -268,26 +274,15 @@ def worker(args: argparse.Namespace) -> int:
     for name in ("transformers", "accelerate", "commit_train", "peft", "mlflow"):
         logging.getLogger(name).setLevel(logging.ERROR)
     res = one_run(args)
-    print(RESULT_TAG + json.dumps(res), flush=True)
+    emit_result(res)
     return 0
 
 
 def spawn(mode: str, args: argparse.Namespace, uri: str, server_pid: int) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", mode, "--uri", uri]
-    cmd += ["--recipe", str(args.recipe), "--steps", str(args.steps)]
-    cmd += ["--warmup", str(args.warmup)]
-    for flag in ("batch_size", "max_records", "threads"):
-        if getattr(args, flag):
-            cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = worker_cmd(__file__, mode, args, "--uri", uri)
     cpu0, t0 = server_cpu_s(server_pid), time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    res = run_worker(cmd, mode, ROOT, drop_env=("MLFLOW_TRACKING_URI",))
     wall = time.perf_counter() - t0
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
-    if proc.returncode or not lines:
-        raise RuntimeError(f"{mode} run failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    res = json.loads(lines[-1][len(RESULT_TAG) :])
     res["server_cpu_s"] = server_cpu_s(server_pid) - cpu0
     res["wall_s"] = wall
     res["mean_iter_s"] = statistics.fmean(res["iter_s"])
