@@ -17,6 +17,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results"
+_PLOTS_DIR: Path | None = None  # set by report(): smoke runs keep their plots out of the repo
 BASELINES = ("constant", "feature_cd", "language_cd", "alternating_cd")
 
 
@@ -184,8 +185,9 @@ def _pyplot():
 def _save(fig, name: str) -> Path:
     """Write one figure under benchmarks/results/ and free it."""
     fig.tight_layout()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / name
+    out = _PLOTS_DIR or RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
     fig.savefig(path, dpi=110)
     fig.clf()
     _pyplot().close(fig)
@@ -294,8 +296,12 @@ def findings_table(rows, bench: str) -> str:
     return "\n".join(lines)
 
 
-def report(args, write: bool) -> str:
+def report(args, write: bool, plots_dir: Path | None = None) -> str:
+    """Tables and plots from the cache; BENCHMARKS.md sections when ``write``."""
+    global _PLOTS_DIR
     from benchmarks._report import machine, write_section
+
+    _PLOTS_DIR = plots_dir
 
     results = load_results(args.cache, args.benchmarks, args.methods, args.seeds, args.steps)
     rows = summarise(results)

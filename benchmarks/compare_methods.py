@@ -320,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {spec.benchmark:6s} {spec.key:40s} {secs:7.0f} s  {status}", flush=True)
                 if rc:
                     failed.append(spec)
-    report(args, write=not args.no_write and not args.quick)
+    plots = args.cache / "plots" if args.quick else None  # a smoke run leaves the repo alone
+    report(args, write=not args.no_write and not args.quick, plots_dir=plots)
     return 1 if failed else 0
 
 
