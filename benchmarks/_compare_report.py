@@ -17,7 +17,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results"
-_PLOTS_DIR: Path | None = None  # set by report(): smoke runs keep their plots out of the repo
 BASELINES = ("constant", "feature_cd", "language_cd", "alternating_cd")
 
 
@@ -87,15 +86,9 @@ def summarise(results: list[dict]) -> dict[tuple, dict[str, Any]]:
     rows = {}
     for (bench, ratio, method), rs in groups.items():
         const = {r["spec"]["seed"]: r for r in groups.get((bench, ratio, "constant"), [])}
-        ratios, reached = [], 0
-        for r in rs:
-            c = const.get(r["spec"]["seed"])
-            if c is None:
-                continue
-            sr = steps_ratio(r["history"]["loss/val"], c["history"]["loss/val"])
-            reached += sr is not None
-            if sr is not None:
-                ratios.append(sr)
+        paired = [(r, const[r["spec"]["seed"]]) for r in rs if r["spec"]["seed"] in const]
+        srs = [steps_ratio(r["history"]["loss/val"], c["history"]["loss/val"]) for r, c in paired]
+        ratios = [x for x in srs if x is not None]  # the seeds that reached the target
         kappa = [
             statistics.fmean(v for _, v in r["history"]["balance/kappa"])
             for r in rs
@@ -107,8 +100,8 @@ def summarise(results: list[dict]) -> dict[tuple, dict[str, Any]]:
             "acc": mean_std([r["accuracy"] for r in rs]),
             "val": mean_std([r["final_val_loss"] for r in rs]),
             "steps_ratio": mean_std(ratios),
-            "reached": reached,
-            "paired": len([r for r in rs if r["spec"]["seed"] in const]),
+            "reached": len(ratios),
+            "paired": len(paired),
             "kappa": mean_std(kappa),
             "train_s": mean_std([r["train_s"] for r in rs]),
             # cumulative probe seconds / training seconds: the last value is the run's share
@@ -137,6 +130,15 @@ def paired_diff(rows, bench, ratio, a: str, b: str) -> tuple[float, float, int]:
     return m, s, len(d)
 
 
+def _verdict(diff: float, noise: float) -> str:
+    """Commit vs the best baseline at the tuned ratio; ``noise`` is NaN with one seed."""
+    if diff > 0 and (math.isnan(noise) or diff > noise):
+        return "better"
+    if math.isnan(noise):
+        return "one seed: noise unknown"
+    return "within noise" if abs(diff) <= 2 * noise else "worse"
+
+
 def goal_lines(rows, bench: str) -> list[str]:
     lines = []
     for ratio in (0.1, 10.0):
@@ -157,15 +159,7 @@ def goal_lines(rows, bench: str) -> list[str]:
             best, _ = max(base, key=lambda t: t[1])
             d, sd, n = paired_diff(rows, bench, 1.0, "commit", best)
             noise = max(sd, rows[(bench, 1.0, best)]["acc"][1]) if n > 1 else math.nan
-            verdict = (
-                "better"
-                if d > 0 and (math.isnan(noise) or d > noise)
-                else "within noise"
-                if not math.isnan(noise) and abs(d) <= 2 * noise
-                else "worse"
-                if not math.isnan(noise)
-                else "one seed: noise unknown"
-            )
+            verdict = _verdict(d, noise)
             lines.append(
                 f"- ×1 (tuned): commit − best baseline ({best}) = **{d * 100:+.1f} points** "
                 f"({n} seed{'s' if n != 1 else ''}): {verdict}"
@@ -182,19 +176,16 @@ def _pyplot():
     return plt
 
 
-def _save(fig, name: str) -> Path:
-    """Write one figure under benchmarks/results/ and free it."""
+def _save(fig, path: Path) -> Path:
+    """Write one figure and free it."""
     fig.tight_layout()
-    out = _PLOTS_DIR or RESULTS
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    fig.clf()
     _pyplot().close(fig)
     return path
 
 
-def plot_curves(rows, bench: str, ratios: list[float], steps: int) -> Path | None:
+def plot_curves(rows, bench: str, ratios: list[float], steps: int, out: Path) -> Path | None:
     plt = _pyplot()
     present = [r for r in ratios if any(k[0] == bench and k[1] == r for k in rows)]
     if not present:
@@ -209,10 +200,10 @@ def plot_curves(rows, bench: str, ratios: list[float], steps: int) -> Path | Non
         ax.set_xlabel("step")
         ax.set_ylabel("validation loss (mean over seeds)")
         ax.legend(fontsize=7)
-    return _save(fig, f"compare_{bench}_t{steps}_val_loss.png")
+    return _save(fig, out / f"compare_{bench}_t{steps}_val_loss.png")
 
 
-def plot_findings(rows, bench: str, steps: int) -> Path | None:
+def plot_findings(rows, bench: str, steps: int, out: Path) -> Path | None:
     plt = _pyplot()
     sweep = sorted((r, row) for (b, r, m), row in rows.items() if b == bench and m == "constant")
     if len(sweep) < 2:
@@ -231,7 +222,7 @@ def plot_findings(rows, bench: str, steps: int) -> Path | None:
     b.set_xlabel("step")
     b.set_yscale("log")
     b.legend(fontsize=7)
-    return _save(fig, f"balance_findings_{bench}_t{steps}.png")
+    return _save(fig, out / f"balance_findings_{bench}_t{steps}.png")
 
 
 def chance_note(result: dict) -> str:
@@ -297,11 +288,13 @@ def findings_table(rows, bench: str) -> str:
 
 
 def report(args, write: bool, plots_dir: Path | None = None) -> str:
-    """Tables and plots from the cache; BENCHMARKS.md sections when ``write``."""
-    global _PLOTS_DIR
+    """Tables and plots from the cache; BENCHMARKS.md sections when ``write``.
+
+    Plots go to ``plots_dir`` (default benchmarks/results/, where BENCHMARKS.md links them).
+    """
     from benchmarks._report import machine, write_section
 
-    _PLOTS_DIR = plots_dir
+    plots_dir = plots_dir or RESULTS
 
     results = load_results(args.cache, args.benchmarks, args.methods, args.seeds, args.steps)
     rows = summarise(results)
@@ -315,7 +308,7 @@ def report(args, write: bool, plots_dir: Path | None = None) -> str:
         any_r = next(r for r in results if r["spec"]["benchmark"] == bench)
         spec = any_r["spec"]
         n_test = any_r["n_test"]
-        curve = plot_curves(rows, bench, args.ratios, spec["steps"])
+        curve = plot_curves(rows, bench, args.ratios, spec["steps"], plots_dir)
         parts.append(
             f"### {bench}\n\n{spec['steps']} steps per run, validation loss every "
             f"{max(1, spec['steps'] // spec['eval_points'])} steps, test accuracy on {n_test} "
@@ -325,7 +318,7 @@ def report(args, write: bool, plots_dir: Path | None = None) -> str:
             + "\n".join(goal_lines(rows, bench))
             + (f"\n\n![{bench} validation loss](benchmarks/results/{curve.name})" if curve else "")
         )
-        fpath = plot_findings(rows, bench, spec["steps"])
+        fpath = plot_findings(rows, bench, spec["steps"], plots_dir)
         if fpath:
             findings.append(
                 f"### {bench}\n\n{findings_table(rows, bench)}\n\n"

@@ -48,7 +48,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from commit_train.config import METHODS  # noqa: E402  (every method of METHOD.md §5)
+from commit_train.config import METHODS  # noqa: E402
+from commit_train.storage import write_text  # noqa: E402  (every method of METHOD.md §5)
 
 RATIO_METHODS = ("constant", "commit_sched", "commit")  # also run at mis-set ratios
 RATIOS = (0.1, 1.0, 10.0)
@@ -104,7 +105,7 @@ class RunSpec:
         from commit_train.config import load_config
 
         base = load_config(self.recipe_path, list(self.extra))
-        ov = [
+        return [
             f"method={self.method}",
             f"seed={self.seed}",
             f"train.steps={self.steps}",
@@ -118,7 +119,6 @@ class RunSpec:
             f"tracking.run_name={self.key}",
             *self.extra,
         ]
-        return ov
 
 
 def plan(args: argparse.Namespace) -> list[RunSpec]:
@@ -158,7 +158,7 @@ def run_one(spec: RunSpec, cache: Path) -> dict:
     from evaluation.runner import evaluate_model
 
     torch.set_num_threads(spec.threads)
-    work = cache / spec.benchmark / spec.key / "work"
+    work = run_dir(spec, cache) / "work"
     shutil.rmtree(work, ignore_errors=True)
     cfg = load_config(spec.recipe_path, spec.overrides(work, cache))
     t0 = time.perf_counter()
@@ -205,20 +205,22 @@ def run_one(spec: RunSpec, cache: Path) -> dict:
 
 
 def _child_main(spec_json: str, cache: str) -> None:
-    spec = RunSpec(**{**json.loads(spec_json), "extra": tuple(json.loads(spec_json)["extra"])})
+    fields = json.loads(spec_json)
+    spec = RunSpec(**{**fields, "extra": tuple(fields["extra"])})
     result = run_one(spec, Path(cache))
-    dest = Path(cache) / spec.benchmark / spec.key / "result.json"
-    tmp = dest.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, dest)
+    write_text(result_path(spec, Path(cache)), json.dumps(result, indent=1))  # atomic
+
+
+def run_dir(spec: RunSpec, cache: Path) -> Path:
+    return cache / spec.benchmark / spec.key
 
 
 def result_path(spec: RunSpec, cache: Path) -> Path:
-    return cache / spec.benchmark / spec.key / "result.json"
+    return run_dir(spec, cache) / "result.json"
 
 
 def launch(spec: RunSpec, cache: Path) -> tuple[RunSpec, int, float]:
-    log = cache / spec.benchmark / spec.key / "run.log"
+    log = run_dir(spec, cache) / "run.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(spec.threads), "MKL_NUM_THREADS": str(spec.threads)}
     t0 = time.perf_counter()

@@ -279,16 +279,16 @@ class Trainer:
         factor = lr_factor(step, cfg)
         for side in SIDES:
             opt = self.optimizers[side]
+            # one scale per side: its schedule factor times its CoMMIT multiplier
+            scale = factor * mult[side] if side in sides else 0.0
             base = cfg.lr_encoder if side == "encoder" else cfg.lr_llm
-            lr = base * factor * mult[side] if side in sides else 0.0
-            logs[f"lr/{side}"] = lr
+            logs[f"lr/{side}"] = base * scale
             if cfg.lr_projector and side == self.cfg.model.projector_side:
-                on = side in sides
-                logs["lr/projector"] = cfg.lr_projector * factor * mult[side] if on else 0.0
+                logs["lr/projector"] = cfg.lr_projector * scale
             if opt is None:
                 continue
             for g in opt.param_groups:
-                g["lr"] = g["base_lr"] * factor * mult[side] if side in sides else 0.0
+                g["lr"] = g["base_lr"] * scale
             if self.scaler:
                 self.scaler.unscale_(opt)
             params = self.groups.params(side)
