@@ -92,6 +92,29 @@ def write_section(title: str, body: str, path: Path = BENCHMARKS_MD) -> None:
     os.replace(tmp, path)
 
 
+# ---- the run options every training benchmark takes ---------------------------------------
+def add_run_args(
+    ap: Any, *, steps: int, reps: int, reps_help: str, quick_help: str, max_records: bool = True
+) -> None:
+    """Recipe, steps, warm-up, repetitions, batch size, threads and output options, in one
+    place: :func:`worker_cmd` forwards exactly these to a worker process."""
+    ap.add_argument(
+        "--recipe", type=Path, default=BENCHMARKS_MD.parent / "recipes" / "builtin_vision.yaml"
+    )
+    ap.add_argument("--steps", type=int, default=steps, help="optimizer steps per run")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of a run")
+    ap.add_argument("--reps", type=int, default=reps, help=reps_help)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
+    if max_records:
+        ap.add_argument("--max-records", type=int, default=None, help="data.max_train_records")
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
+    )
+    ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    ap.add_argument("--benchmarks-md", type=Path, default=BENCHMARKS_MD)
+
+
 # ---- worker subprocesses: one run per fresh process, so its peak RSS is its own ------------
 RESULT_TAG = "RESULT "
 

@@ -59,8 +59,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._report import (  # noqa: E402
-    BENCHMARKS_MD,
     OtherLoad,
+    add_run_args,
     emit_result,
     machine,
     run_worker,
@@ -328,18 +328,13 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "builtin_vision.yaml")
-    ap.add_argument("--steps", type=int, default=14, help="optimizer steps per run")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of a run")
-    ap.add_argument("--reps", type=int, default=2, help="on/off pairs, order flipped each time")
-    ap.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
-    ap.add_argument("--max-records", type=int, default=None, help="data.max_train_records")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 1 pair, 5 steps, batch 2")
-    ap.add_argument(
-        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
+    add_run_args(
+        ap,
+        steps=14,
+        reps=2,
+        reps_help="on/off pairs, order flipped each time",
+        quick_help="smoke run: 1 pair, 5 steps, batch 2",
     )
-    ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
-    ap.add_argument("--benchmarks-md", type=Path, default=BENCHMARKS_MD)
     ap.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
     ap.add_argument("--uri", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

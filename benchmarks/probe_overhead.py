@@ -37,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import BENCHMARKS_MD, machine, write_section  # noqa: E402
+from benchmarks._report import add_run_args, machine, write_section  # noqa: E402
 from commit_train.config import load_config  # noqa: E402
 from commit_train.trainer import Trainer  # noqa: E402
 
@@ -101,18 +101,15 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "builtin_vision.yaml")
-    ap.add_argument("--steps", type=int, default=22, help="optimizer steps per run")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of a run")
-    ap.add_argument("--reps", type=int, default=3, help="on/off pairs, interleaved")
-    ap.add_argument("--probe-every", type=int, default=10)
-    ap.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 1 rep, 7 steps, batch 2")
-    ap.add_argument(
-        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
+    add_run_args(
+        ap,
+        steps=22,
+        reps=3,
+        reps_help="on/off pairs, interleaved",
+        quick_help="smoke run: 1 rep, 7 steps, batch 2",
+        max_records=False,
     )
-    ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
-    ap.add_argument("--benchmarks-md", type=Path, default=BENCHMARKS_MD)
+    ap.add_argument("--probe-every", type=int, default=10)
     args = ap.parse_args(argv)
     if args.quick:
         args.reps, args.steps, args.warmup, args.probe_every = 1, 7, 1, 3
