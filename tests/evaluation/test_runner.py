@@ -5,7 +5,7 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from commit_train.config import TrackingConfig, validate
+from commit_train.config import ModelConfig, TrackingConfig, validate
 from commit_train.data.records import read_records
 from commit_train.errors import DataError
 from commit_train.modeling import load_model, save_model_dir
@@ -54,11 +54,7 @@ def test_evaluate_writes_reports_and_logs_metrics(tiny_model_dir, tiny_parts, tm
 
 def test_batched_generation_equals_one_at_a_time(tiny_model_dir, tiny_parts):
     recs, _ = read_records(tiny_parts["val"])
-    mlm, proc = load_model(
-        validate(tiny_recipe_dict(tiny_parts, tiny_model_dir)).model.model_copy(
-            update={"path": str(tiny_model_dir), "encoder": None, "llm": None}
-        )
-    )
+    mlm, proc = load_model(ModelConfig(path=str(tiny_model_dir)))
     root = tiny_parts["val"].parent
     batched = generate_answers(
         mlm, proc, recs[:6], root, batch_size=6, max_new_tokens=5, progress=False
@@ -134,11 +130,7 @@ def test_length_sorted_batches_return_answers_in_record_order(tiny_model_dir, ti
         dataclasses.replace(r, question=words[i % len(words)] + " now" * (i % 3))
         for i, r in enumerate(recs[:9])
     ]
-    mlm, proc = load_model(
-        validate(tiny_recipe_dict(tiny_parts, tiny_model_dir)).model.model_copy(
-            update={"path": str(tiny_model_dir), "encoder": None, "llm": None}
-        )
-    )
+    mlm, proc = load_model(ModelConfig(path=str(tiny_model_dir)))
 
     class Spy:
         def __init__(self, inner):
