@@ -42,15 +42,10 @@ import contextlib
 import logging
 import os
 import resource
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -67,72 +62,14 @@ from benchmarks._report import (  # noqa: E402
     worker_cmd,
     write_section,
 )
+from commit_train.local_servers import mlflow_server  # noqa: E402
 
 SECTION = "MLflow logging overhead"
 TARGET = 0.01
 MODES = ("on", "off")
 
 
-# ---- the server: same approach as tests/integration/conftest.py -----------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def mlflow_server(workdir: Path, timeout_s: float = 90.0) -> Iterator[tuple[str, int]]:
-    """A real ``mlflow server`` on a free port; yields (URI, pid); stops its process group."""
-    port = free_port()
-    log = workdir / "server.log"
-    cmd = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{workdir / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(workdir / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    env = dict(os.environ)
-    env.pop("MLFLOW_TRACKING_URI", None)
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited ({proc.returncode}):\n{log.read_text()}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{uri}/health", timeout=1) as r,
-            ):
-                if r.status == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server not up after {timeout_s}s:\n{log.read_text()}")
-            time.sleep(0.2)
-        yield uri, proc.pid
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-
-
+# ---- the server (commit_train.local_servers.mlflow_server) ----------------------------------
 def wait_idle(pid: int, timeout_s: float = 120.0, window_s: float = 2.0) -> None:
     """Wait until the server uses < 10% of a core over ``window_s``.
 

@@ -7,17 +7,13 @@ memory: a restarted moto would be a different, empty store."""
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+from commit_train.local_servers import free_port, kill_group, start_moto_server
+
 FAKE_AWS = {
     "AWS_ACCESS_KEY_ID": "AKIAFAKEKEYID0123456",
     "AWS_SECRET_ACCESS_KEY": "fake-secret-do-not-print-0123456789",
@@ -26,37 +22,13 @@ FAKE_AWS = {
 _METHODS = (b"GET ", b"PUT ", b"POST ", b"HEAD ", b"DELETE ")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class MotoServer:
     """``moto_server -H 127.0.0.1 -p <port>`` in its own process group."""
 
     def __init__(self, log: Path):
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._log = log.open("w")
-        self.proc = subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"moto_server exited:\n{log.read_text()}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1),
-            ):
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"moto_server not up after 30 s:\n{log.read_text()}")
+        self.proc = start_moto_server(self.port, log)
 
     def client(self):
         import boto3
@@ -76,15 +48,7 @@ class MotoServer:
         return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
+        kill_group(self.proc)
 
 
 def _error_response(status: int, reason: str, code: str) -> bytes:

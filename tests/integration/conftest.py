@@ -16,21 +16,23 @@ back on the same port with the same database (fault 6a).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from commit_train.local_servers import (
+    free_port,
+    kill_group,
+    start_mlflow_server,
+    start_moto_server,
+)
+
 REPO = Path(__file__).parents[2]
-BIN = Path(sys.executable).parent
 BUCKET = "commit-artifacts"
 #: fake credentials moto accepts; the tests check they never leak into MLflow or logs
 FAKE_AWS = {
@@ -38,42 +40,6 @@ FAKE_AWS = {
     "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, proc: subprocess.Popen, timeout_s: float, log: Path) -> None:
-    """Poll ``url`` until it answers 200; fail with the server's log if it dies or hangs."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} server exited ({proc.returncode}):\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} not up after {timeout_s}s:\n{log.read_text()[-3000:]}")
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """Stop a server we started (it leads its own process group: workers go with it)."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 @dataclass
@@ -119,34 +85,21 @@ class MlflowServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 60.0) -> None:
-        env = dict(os.environ, MLFLOW_S3_ENDPOINT_URL=self.s3.endpoint, **FAKE_AWS)
-        env.pop("MLFLOW_TRACKING_URI", None)
-        cmd = [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{self.db}",
-            "--artifacts-destination",
-            f"s3://{self.s3.bucket}/mlartifacts",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-        ]
         with self.log.open("a") as fh:
             fh.write(f"\n=== start {self.starts} ===\n")
-            fh.flush()
-            self.proc = subprocess.Popen(
-                cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        self.proc = start_mlflow_server(
+            port=self.port,
+            backend_db=self.db,
+            artifacts_destination=f"s3://{self.s3.bucket}/mlartifacts",
+            log=self.log,
+            env_extra={"MLFLOW_S3_ENDPOINT_URL": self.s3.endpoint, **FAKE_AWS},
+            timeout_s=timeout_s,
+        )
         self.starts += 1
-        _wait_http(f"{self.uri}/health", self.proc, timeout_s, self.log)
 
     def stop(self) -> None:
         if self.proc is not None:
-            _kill_group(self.proc)
+            kill_group(self.proc)
             self.proc = None
 
     def is_up(self) -> bool:
@@ -160,21 +113,13 @@ class MlflowServer:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory) -> S3Server:
     port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = start_moto_server(port, tmp_path_factory.mktemp("moto") / "moto.log")
     server = S3Server(endpoint=f"http://127.0.0.1:{port}", bucket=BUCKET, proc=proc)
     try:
-        _wait_http(f"{server.endpoint}/moto-api/", proc, 30, log)
         server.client().create_bucket(Bucket=BUCKET)
         yield server
     finally:
-        _kill_group(proc)
+        kill_group(proc)
 
 
 @pytest.fixture(scope="session")

@@ -19,18 +19,12 @@ from mlflow.tracking import MlflowClient
 
 from commit_train.config import validate
 from commit_train.errors import CommitError
+from commit_train.local_servers import free_port, kill_group, start_moto_server
 from commit_train.modeling import load_model, save_model_dir
 from commit_train.registry import CHALLENGER, CHAMPION, register_run_model, resolve_model_uri
 from commit_train.trainer import RECIPE_NAME
 from tests.conftest import tiny_recipe_dict
-from tests.integration.conftest import (
-    BIN,
-    FAKE_AWS,
-    _kill_group,
-    _wait_http,
-    commit_cli,
-    free_port,
-)
+from tests.integration.conftest import FAKE_AWS, commit_cli
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-FAKESECRET-0042"
 URI_PASSWORD = "hunter2-uri-pw-0042"
@@ -177,17 +171,10 @@ def test_missing_and_rejected_s3_credentials_say_what_to_set(s3_server, model_di
 
     # a moto server that checks keys: an unknown key pair is rejected
     port = free_port()
-    log = tmp_path / "moto-auth.log"
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            env=dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0"),
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = start_moto_server(
+        port, tmp_path / "moto-auth.log", env_extra={"INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+    )
     try:
-        _wait_http(f"http://127.0.0.1:{port}/moto-api/", proc, 30, log)
         wrong = dict(
             no_creds,
             MLFLOW_S3_ENDPOINT_URL=f"http://127.0.0.1:{port}",
@@ -196,7 +183,7 @@ def test_missing_and_rejected_s3_credentials_say_what_to_set(s3_server, model_di
         )
         res = commit_cli("register", "--run", rid, "--name", "s3m", env_extra=wrong, timeout=120)
     finally:
-        _kill_group(proc)
+        kill_group(proc)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert "rejected the credentials" in res.stderr and "AWS_ACCESS_KEY_ID" in res.stderr
     assert SECRET not in res.stderr + res.stdout
