@@ -18,6 +18,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results"
 BASELINES = ("constant", "feature_cd", "language_cd", "alternating_cd")
+#: methods whose LRs the κ scheduler moves (METHOD.md §5)
+SCHEDULED = ("commit_sched", "commit")
 
 
 def load_results(cache: Path, benchmarks, methods, seeds, steps) -> list[dict]:
@@ -287,6 +289,35 @@ def findings_table(rows, bench: str) -> str:
     return "\n".join(lines)
 
 
+def scheduler_table(rows, bench: str) -> str:
+    """What the κ scheduler saw and did in each scheduled run (METHOD.md §3).
+
+    The per-probe ``share_encoder`` spread says how noisy the signal is at this probe size;
+    the range of the encoder/LLM LR ratio r says how far the scheduler moved the LRs from
+    the recipe's. Together they explain a scheduled run's result better than its mean κ.
+    """
+    lines = [
+        "| encoder LR | method | seed | per-probe share_encoder: mean ± std (min – max) "
+        "| LR ratio r: min – max, final |",
+        "|---|---|---|---|---|",
+    ]
+    for (b, ratio, method), row in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][2])):
+        if b != bench or method not in SCHEDULED:
+            continue
+        for r in sorted(row["results"], key=lambda r: r["spec"]["seed"]):
+            share = [v for _, v in r["history"].get("balance/share_encoder", [])]
+            lr_r = [v for _, v in r["history"].get("balance/lr_ratio", [])]
+            if not share or not lr_r:
+                continue
+            m, sd = mean_std(share)
+            lines.append(
+                f"| ×{ratio:g} | {method} | {r['spec']['seed']} | {m:.2f} ± {sd:.2f} "
+                f"({min(share):.2f} – {max(share):.2f}) | {min(lr_r):.3g} – {max(lr_r):.3g}, "
+                f"{lr_r[-1]:.3g} |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def report(args, write: bool, plots_dir: Path | None = None) -> str:
     """Tables and plots from the cache; BENCHMARKS.md sections when ``write``.
 
@@ -309,6 +340,7 @@ def report(args, write: bool, plots_dir: Path | None = None) -> str:
         spec = any_r["spec"]
         n_test = any_r["n_test"]
         curve = plot_curves(rows, bench, args.ratios, spec["steps"], plots_dir)
+        sched = scheduler_table(rows, bench)
         parts.append(
             f"### {bench}\n\n{spec['steps']} steps per run, validation loss every "
             f"{max(1, spec['steps'] // spec['eval_points'])} steps, test accuracy on {n_test} "
@@ -316,6 +348,7 @@ def report(args, write: bool, plots_dir: Path | None = None) -> str:
             f"projector {any_r['lr_projector'] or '= encoder'}"
             f", LLM (LoRA) {any_r['lr_llm']:.2g}.{chance_note(any_r)}\n\n{table(rows, bench)}\n\n"
             + "\n".join(goal_lines(rows, bench))
+            + (f"\n\nThe scheduler in the scheduled runs:\n\n{sched}" if sched else "")
             + (f"\n\n![{bench} validation loss](benchmarks/results/{curve.name})" if curve else "")
         )
         fpath = plot_findings(rows, bench, spec["steps"], plots_dir)

@@ -27,6 +27,7 @@ def _result(method, ratio, seed, val, acc, kappa=(0.5,), bench="vision", steps=4
             "loss/val": [[10 * (i + 1), v] for i, v in enumerate(val)],
             "balance/kappa": [[10, k] for k in kappa],
             "balance/share_encoder": [[10, 0.5]],
+            "balance/lr_ratio": [[50, 1.0]],
             "grad_norm/encoder_normalized": [[i, 1.0 / (i + 1)] for i in range(8)],
         },
     }
@@ -69,6 +70,20 @@ def test_goal_not_met_when_commit_never_reaches_constant_loss():
     assert math.isnan(rows[("vision", 0.1, "commit")]["steps_ratio"][0])
     (line,) = rep.goal_lines(rows, "vision")
     assert "not reached" in line and "**not met**" in line
+
+
+def test_scheduler_table_shows_signal_noise_and_how_far_r_moved():
+    noisy = _result("commit", 10.0, 0, [2.0, 1.0], 0.4)
+    noisy["history"]["balance/share_encoder"] = [[10, 0.1], [20, 0.9], [30, 0.2]]
+    noisy["history"]["balance/lr_ratio"] = [[50, 1.0], [100, 9.0], [150, 2.5]]
+    rows = rep.summarise([noisy, _result("constant", 10.0, 0, [2.0, 1.0], 0.4)])
+    table = rep.scheduler_table(rows, "vision")
+    assert "| ×10 | commit | 0 | 0.40 ± 0.44 (0.10 – 0.90) | 1 – 9, 2.5 |" in table
+    assert "constant" not in table  # constant LR is not scheduled: nothing to show
+    assert (
+        rep.scheduler_table(rep.summarise([_result("constant", 1.0, 0, [1.0], 0.4)]), "vision")
+        == ""
+    )
 
 
 def test_report_only_reads_the_cache_and_plots(tmp_path, monkeypatch):
