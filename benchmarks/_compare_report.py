@@ -22,13 +22,33 @@ BASELINES = ("constant", "feature_cd", "language_cd", "alternating_cd")
 SCHEDULED = ("commit_sched", "commit")
 
 
-def load_results(cache: Path, benchmarks, methods, seeds, steps) -> list[dict]:
+def row_name(result: dict) -> str:
+    """A run's report row: its variant label (``commit@balance.gain=0.25``), else its method."""
+    return result["spec"].get("label") or result["spec"]["method"]
+
+
+def load_results(args) -> list[dict]:
+    """The cached runs that belong to this comparison.
+
+    A run matches on benchmark, row name, seed and steps, and on its recipe overrides: a
+    run made with other ``--set`` overrides (or another variant) is another experiment and
+    must not be averaged into these rows.
+    """
+    common = tuple(getattr(args, "set", ()))
+    variants = getattr(args, "variants", {})
+    want = {m: (*common, *variants.get(m, (m, ()))[1]) for m in args.methods}
     out = []
-    for bench in benchmarks:
-        for path in sorted((cache / bench).glob("*/result.json")):
+    for bench in args.benchmarks:
+        for path in sorted((args.cache / bench).glob("*/result.json")):
             r = json.loads(path.read_text())
             s = r["spec"]
-            if s["method"] in methods and s["seed"] in seeds and s["steps"] == steps[bench]:
+            name = row_name(r)
+            if (
+                name in want
+                and tuple(s.get("extra", ())) == want[name]
+                and s["seed"] in args.seeds
+                and s["steps"] == args.steps[bench]
+            ):
                 out.append(r)
     return out
 
@@ -84,7 +104,7 @@ def summarise(results: list[dict]) -> dict[tuple, dict[str, Any]]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in results:
         s = r["spec"]
-        groups[(s["benchmark"], s["ratio"], s["method"])].append(r)
+        groups[(s["benchmark"], s["ratio"], row_name(r))].append(r)
     rows = {}
     for (bench, ratio, method), rs in groups.items():
         const = {r["spec"]["seed"]: r for r in groups.get((bench, ratio, "constant"), [])}
@@ -142,29 +162,30 @@ def _verdict(diff: float, noise: float) -> str:
 
 
 def goal_lines(rows, bench: str) -> list[str]:
+    """The issue's goals, for ``commit`` and each of its variants (``commit@...``)."""
+    commits = sorted({k[2] for k in rows if k[0] == bench and k[2].split("@")[0] == "commit"})
     lines = []
-    for ratio in (0.1, 10.0):
-        if (bench, ratio, "commit") not in rows or (bench, ratio, "constant") not in rows:
-            continue
-        d, sd, n = paired_diff(rows, bench, ratio, "commit", "constant")
-        sr = rows[(bench, ratio, "commit")]["steps_ratio"][0]
-        ok = d * 100 >= 2 and not math.isnan(sr) and sr <= 0.8
-        lines.append(
-            f"- ×{ratio:g} (mis-set): commit − constant = **{d * 100:+.1f} ± {sd * 100:.1f} points** "
-            f"({n} seed{'s' if n != 1 else ''}), steps to Constant's final val loss "
-            f"**{'not reached' if math.isnan(sr) else f'{sr:.2f}×'}**; goal (≥ +2 points and "
-            f"≤ 0.8×): **{'met' if ok else 'not met'}**"
-        )
-    if (bench, 1.0, "commit") in rows:
-        base = [(m, rows[(bench, 1.0, m)]["acc"][0]) for m in BASELINES if (bench, 1.0, m) in rows]
-        if base:
-            best, _ = max(base, key=lambda t: t[1])
-            d, sd, n = paired_diff(rows, bench, 1.0, "commit", best)
-            noise = max(sd, rows[(bench, 1.0, best)]["acc"][1]) if n > 1 else math.nan
-            verdict = _verdict(d, noise)
+    for name in commits:
+        for ratio in (0.1, 10.0):
+            if (bench, ratio, name) not in rows or (bench, ratio, "constant") not in rows:
+                continue
+            d, sd, n = paired_diff(rows, bench, ratio, name, "constant")
+            sr = rows[(bench, ratio, name)]["steps_ratio"][0]
+            ok = d * 100 >= 2 and not math.isnan(sr) and sr <= 0.8
             lines.append(
-                f"- ×1 (tuned): commit − best baseline ({best}) = **{d * 100:+.1f} points** "
-                f"({n} seed{'s' if n != 1 else ''}): {verdict}"
+                f"- ×{ratio:g} (mis-set): {name} − constant = **{d * 100:+.1f} ± {sd * 100:.1f} "
+                f"points** ({n} seed{'s' if n != 1 else ''}), steps to Constant's final val loss "
+                f"**{'not reached' if math.isnan(sr) else f'{sr:.2f}×'}**; goal (≥ +2 points and "
+                f"≤ 0.8×): **{'met' if ok else 'not met'}**"
+            )
+        base = [(m, rows[(bench, 1.0, m)]["acc"][0]) for m in BASELINES if (bench, 1.0, m) in rows]
+        if (bench, 1.0, name) in rows and base:
+            best, _ = max(base, key=lambda t: t[1])
+            d, sd, n = paired_diff(rows, bench, 1.0, name, best)
+            noise = max(sd, rows[(bench, 1.0, best)]["acc"][1]) if n > 1 else math.nan
+            lines.append(
+                f"- ×1 (tuned): {name} − best baseline ({best}) = **{d * 100:+.1f} points** "
+                f"({n} seed{'s' if n != 1 else ''}): {_verdict(d, noise)}"
             )
     return lines
 
@@ -302,7 +323,7 @@ def scheduler_table(rows, bench: str) -> str:
         "|---|---|---|---|---|",
     ]
     for (b, ratio, method), row in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][2])):
-        if b != bench or method not in SCHEDULED:
+        if b != bench or row["results"][0]["spec"]["method"] not in SCHEDULED:
             continue
         for r in sorted(row["results"], key=lambda r: r["spec"]["seed"]):
             share = [v for _, v in r["history"].get("balance/share_encoder", [])]
@@ -327,7 +348,7 @@ def report(args, write: bool, plots_dir: Path | None = None) -> str:
 
     plots_dir = plots_dir or RESULTS
 
-    results = load_results(args.cache, args.benchmarks, args.methods, args.seeds, args.steps)
+    results = load_results(args)
     rows = summarise(results)
     if not rows:
         print("no cached results match; nothing to report")

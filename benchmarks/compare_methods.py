@@ -25,6 +25,8 @@ run costs only the run in flight. Runs are also in MLflow (``<cache>/mlflow.db``
     .venv/bin/python benchmarks/compare_methods.py --benchmarks vision --seeds 0 \\
         --methods constant,commit                            # one piece of it
     .venv/bin/python benchmarks/compare_methods.py --report-only   # tables from the cache
+    .venv/bin/python benchmarks/compare_methods.py --benchmarks vision --ratios 10 \\
+        --methods constant,commit,commit@balance.gain=0.25   # a variant: its own row
 
 The report (tables + ``benchmarks/results/*.png``) goes to the "Method comparison" and
 "Balance findings" sections of BENCHMARKS.md, from whatever results the cache holds.
@@ -85,6 +87,12 @@ class RunSpec:
     extra: tuple[str, ...] = ()
     recipe: str = ""  # "" = RECIPES[benchmark]
     eval_benchmark: str = ""  # what `commit evaluate` scores; "" = benchmark
+    label: str = ""  # a method variant's name in the report (``commit@balance.gain=0.25``)
+
+    @property
+    def name(self) -> str:
+        """The row this run belongs to in the report: the variant label, else the method."""
+        return self.label or self.method
 
     @property
     def recipe_path(self) -> Path:
@@ -126,7 +134,8 @@ def plan(args: argparse.Namespace) -> list[RunSpec]:
     for bench in args.benchmarks:
         for seed in args.seeds:
             for ratio in args.ratios:
-                for method in args.methods:
+                for label in args.methods:
+                    method, variant = args.variants[label]
                     if ratio != 1.0 and method not in RATIO_METHODS:
                         continue
                     specs.append(
@@ -139,9 +148,10 @@ def plan(args: argparse.Namespace) -> list[RunSpec]:
                             args.eval_points,
                             args.test_limit,
                             args.threads,
-                            tuple(args.set),
+                            (*args.set, *variant),
                             args.recipe.get(bench, ""),
                             args.eval_set.get(bench, ""),
+                            label if variant else "",
                         )
                     )
     return specs
@@ -237,7 +247,12 @@ def launch(spec: RunSpec, cache: Path) -> tuple[RunSpec, int, float]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--benchmarks", default="vision,audio")
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="comma-separated; METHOD@KEY=VALUE[@...] adds a variant of METHOD with those "
+        "recipe overrides (its own report row), e.g. commit@balance.gain=0.25",
+    )
     ap.add_argument("--ratios", default=",".join(f"{r:g}" for r in RATIOS))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--steps", default="vision=300,audio=300", help="per benchmark, or one int")
@@ -280,9 +295,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not Path(path).is_file():
             ap.error(f"--recipe {name}={path}: no such file")
     args.methods = [m for m in args.methods.split(",") if m]
-    bad = [m for m in args.methods if m not in METHODS]
-    if bad:
-        ap.error(f"unknown method(s) {bad}; known: {list(METHODS)}")
+    args.variants = {}
+    for label in args.methods:
+        method, *variant = label.split("@")
+        if method not in METHODS:
+            ap.error(f"unknown method {method!r} in --methods {label!r}; known: {list(METHODS)}")
+        bad = [v for v in variant if "=" not in v]
+        if bad:
+            ap.error(f"--methods {label!r}: {bad} is not a KEY=VALUE recipe override")
+        args.variants[label] = (method, tuple(variant))
     args.ratios = [float(r) for r in args.ratios.split(",")]
     args.seeds = [int(s) for s in args.seeds.split(",")]
     if "=" in args.steps:

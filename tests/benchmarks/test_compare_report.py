@@ -121,6 +121,43 @@ def test_plan_runs_mis_set_ratios_only_for_the_ratio_methods():
         parse_args(["--benchmarks", "imagenet"])
 
 
+def test_a_method_variant_is_its_own_run_and_its_own_row(tmp_path):
+    argv = ["--benchmarks", "vision", "--seeds", "0", "--ratios", "10", "--steps", "40"]
+    args = parse_args([*argv, "--methods", "constant,commit,commit@balance.gain=0.25"])
+    args.cache = tmp_path
+    by_name = {s.name: s for s in plan(args)}
+    variant = by_name["commit@balance.gain=0.25"]
+    assert variant.method == "commit" and variant.extra == ("balance.gain=0.25",)
+    assert variant.key != by_name["commit"].key  # cached apart from plain commit
+    assert "balance.gain=0.25" in variant.overrides(tmp_path / "w", tmp_path)
+
+    def cached(spec, acc, val):
+        r = _result(spec.method, spec.ratio, spec.seed, val, acc)
+        r["spec"] = {**spec.__dict__, "extra": list(spec.extra)}
+        (tmp_path / "vision" / spec.key).mkdir(parents=True)
+        (tmp_path / "vision" / spec.key / "result.json").write_text(json.dumps(r))
+
+    cached(by_name["constant"], 0.40, [2.0, 1.0])
+    cached(by_name["commit"], 0.38, [2.0, 1.1])
+    cached(variant, 0.45, [2.0, 0.9])
+    # a run of the same method made with other --set overrides is another experiment
+    other = parse_args([*argv, "--methods", "commit", "--set", "train.lr_llm=1"])
+    cached(plan(other)[0], 0.99, [2.0, 0.1])
+
+    rows = rep.summarise(rep.load_results(args))
+    assert set(rows) == {("vision", 10.0, m) for m in ("constant", "commit", variant.name)}
+    assert rows[("vision", 10.0, "commit")]["acc"][0] == pytest.approx(0.38)
+    lines = rep.goal_lines(rows, "vision")
+    assert any(
+        line.startswith("- ×10 (mis-set): commit@balance.gain=0.25 − constant = **+5.0")
+        for line in lines
+    )
+    with pytest.raises(SystemExit):
+        parse_args(["--methods", "commit@gain"])  # not KEY=VALUE
+    with pytest.raises(SystemExit):
+        parse_args(["--methods", "comit@balance.gain=1"])  # unknown method
+
+
 @pytest.mark.slow
 def test_compare_runs_end_to_end_on_a_tiny_recipe_and_caches(tiny_parts, tmp_path, monkeypatch):
     """The real script: subprocess runs of two methods at two ratios, cached results,
