@@ -289,23 +289,35 @@ def table(rows, bench: str) -> str:
     return "\n".join(lines)
 
 
+def quarter_means(series: list[tuple[int, float]]) -> list[float]:
+    """Mean of each quarter of a series (fewer parts when it is shorter than 4 points)."""
+    n = len(series)
+    parts = min(4, n)
+    return [
+        statistics.fmean(v for _, v in series[i * n // parts : (i + 1) * n // parts])
+        for i in range(parts)
+    ]
+
+
 def findings_table(rows, bench: str) -> str:
+    """§8 (a) and (b) per encoder LR, with κ by quarter of the run: κ drifts a lot within a
+    run (the LRs decay, the encoder's features change), so one mean hides where it went."""
     lines = [
-        "| encoder LR | mean κ | mean share_encoder | normalised encoder grad norm, first → last quarter |",
-        "|---|---|---|---|",
+        "| encoder LR | mean κ | κ by quarter of the run | mean share_encoder "
+        "| normalised encoder grad norm, first → last quarter |",
+        "|---|---|---|---|---|",
     ]
     for (b, ratio, method), row in sorted(rows.items()):
         if b != bench or method != "constant":
             continue
+        kq = quarter_means(_series_mean(row["results"], "balance/kappa"))
         share = _series_mean(row["results"], "balance/share_encoder")
-        g = _series_mean(row["results"], "grad_norm/encoder_normalized")
-        q = max(1, len(g) // 4)
-        first = statistics.fmean(v for _, v in g[:q]) if g else math.nan
-        last = statistics.fmean(v for _, v in g[-q:]) if g else math.nan
+        g = quarter_means(_series_mean(row["results"], "grad_norm/encoder_normalized"))
         lines.append(
             f"| ×{ratio:g} | {fmt(row['kappa'], 1, 3, row['n'])} | "
+            f"{' → '.join(f'{v:.2f}' for v in kq) or '–'} | "
             f"{statistics.fmean(v for _, v in share) if share else math.nan:.3f} | "
-            f"{first:.3g} → {last:.3g} |"
+            f"{g[0] if g else math.nan:.3g} → {g[-1] if g else math.nan:.3g} |"
         )
     return "\n".join(lines)
 

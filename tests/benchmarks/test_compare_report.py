@@ -86,6 +86,16 @@ def test_scheduler_table_shows_signal_noise_and_how_far_r_moved():
     )
 
 
+def test_findings_show_kappa_by_quarter_and_the_grad_norm_decay():
+    assert rep.quarter_means([(i, float(i)) for i in range(8)]) == [0.5, 2.5, 4.5, 6.5]
+    assert rep.quarter_means([(0, 1.0), (1, 3.0)]) == [1.0, 3.0]  # short: one part per point
+    r = _result("constant", 10.0, 0, [2.0, 1.0], 0.4)
+    r["history"]["balance/kappa"] = [[10, 0.8], [20, 0.6], [30, 0.1], [40, 0.02]]
+    table = rep.findings_table(rep.summarise([r]), "vision")
+    # grad norm 1/(i+1) over 8 points: first quarter (1 + 1/2)/2, last (1/7 + 1/8)/2
+    assert "| ×10 | 0.380 | 0.80 → 0.60 → 0.10 → 0.02 | 0.500 | 0.75 → 0.134 |" in table
+
+
 def test_report_only_reads_the_cache_and_plots(tmp_path, monkeypatch):
     monkeypatch.setattr(rep, "RESULTS", tmp_path / "results")
     for r in [
