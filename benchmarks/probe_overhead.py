@@ -172,6 +172,25 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     if args.quick or args.no_write:
         return 0
+    dropout = load_config(args.recipe, base).model.lora.dropout > 0
+    probe_work = (
+        "4 no-grad LLM forwards + 2 encoder forwards"
+        if dropout
+        else "3 no-grad LLM forwards + 1 encoder forward"
+    )
+    why_ref = (
+        "the reference is recomputed in eval mode because the recipe's LoRA dropout is active"
+        if dropout
+        else "the training forward's logits are the reference: the recipe's LoRA has no dropout"
+    )
+    seqs = [tuple(round(k, 6) for k in r["kappas"]) for r in runs["on"]]
+    same_kappa = (
+        f"- κ at the probes was identical in all {len(seqs)} probe-on runs "
+        f"({', '.join(f'{k:.3f}' for k in seqs[0])}): the probe is deterministic and does not "
+        "perturb training.\n"
+        if len(seqs) > 1 and len(set(seqs)) == 1 and seqs[0]
+        else ""
+    )
     given = sys.argv[1:] if argv is None else argv
     cmd = " ".join(["python benchmarks/probe_overhead.py", *given])
     body = f"""Command: `.venv/bin/commit prepare && .venv/bin/{cmd}`
@@ -193,15 +212,12 @@ tracking off.
   **{s["direct_overhead"]:.1%}**; one probe costs {s["per_probe_s"]:.2f} s.
 - Target <= {TARGET:.0%}: **{"met" if s["direct_overhead"] <= TARGET else "missed"}**.
   At this per-probe cost, probe_every >= {needed:.0f} would meet it.
-- Why a probe costs what it does: it is 4 no-grad LLM forwards + 2 encoder forwards on
-  probe_size examples (the reference is recomputed in eval mode because LoRA dropout is
-  active), against a LoRA training step of about 2 LLM-forward equivalents + 3 encoder
-  forwards on batch_size examples: roughly 2 * probe_size / batch_size training steps per
-  probe, i.e. ~1 step at batch 8, probe_size 4, hence ~1/probe_every overhead. Ways to
-  reach 3%: probe_every >= ~30; probe_size 1 at probe_every 10; or more examples per
-  step (the probe cost does not grow with batch_size or grad_accum): by the same estimate
-  ~32 examples per step would be ~2.5% at the defaults (estimated, not measured here).
-- The step-time ratio is the noisier of the two numbers on a shared machine (other jobs
+- Why a probe costs what it does: it is {probe_work} on probe_size examples ({why_ref}),
+  with no backward; measured, one probe costs {s["per_probe_s"] / s["mean_off"]:.2f} probe-free
+  training steps, so the overhead is about that divided by probe_every. Ways to reach
+  {TARGET:.0%}: probe_every >= {needed:.0f}; a smaller probe_size; or more examples per step
+  (a probe's cost does not grow with batch_size or grad_accum).
+{same_kappa}- The step-time ratio is the noisier of the two numbers on a shared machine (other jobs
   change step time between runs by more than the probe does); the direct accounting
   (`time/probe_fraction`) does not depend on it.
 """
