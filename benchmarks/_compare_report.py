@@ -118,6 +118,7 @@ def summarise(results: list[dict]) -> dict[tuple, dict[str, Any]]:
         ]
         rows[(bench, ratio, method)] = {
             "n": len(rs),
+            "method": rs[0]["spec"]["method"],  # the base method of a variant row
             "seeds": sorted(r["spec"]["seed"] for r in rs),
             "acc": mean_std([r["accuracy"] for r in rs]),
             "val": mean_std([r["final_val_loss"] for r in rs]),
@@ -163,7 +164,9 @@ def _verdict(diff: float, noise: float) -> str:
 
 def goal_lines(rows, bench: str) -> list[str]:
     """The issue's goals, for ``commit`` and each of its variants (``commit@...``)."""
-    commits = sorted({k[2] for k in rows if k[0] == bench and k[2].split("@")[0] == "commit"})
+    commits = sorted(
+        {k[2] for k, row in rows.items() if k[0] == bench and row["method"] == "commit"}
+    )
     lines = []
     for name in commits:
         for ratio in (0.1, 10.0):
@@ -335,7 +338,7 @@ def scheduler_table(rows, bench: str) -> str:
         "|---|---|---|---|---|",
     ]
     for (b, ratio, method), row in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][2])):
-        if b != bench or row["results"][0]["spec"]["method"] not in SCHEDULED:
+        if b != bench or row["method"] not in SCHEDULED:
             continue
         for r in sorted(row["results"], key=lambda r: r["spec"]["seed"]):
             share = [v for _, v in r["history"].get("balance/share_encoder", [])]

@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         "on": [f"balance.probe_every={args.probe_every}"],
         "off": [f"balance.probe_every={args.steps + 1}"],
     }
-    batch_size = load_config(args.recipe, base).train.batch_size
+    cfg = load_config(args.recipe, base)
+    batch_size = cfg.train.batch_size
     runs: dict[str, list[dict]] = {"on": [], "off": []}
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="probe-bench-") as tmp:
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     if args.quick or args.no_write:
         return 0
-    dropout = load_config(args.recipe, base).model.lora.dropout > 0
+    dropout = cfg.model.lora.dropout > 0
     probe_work = (
         "4 no-grad LLM forwards + 2 encoder forwards"
         if dropout

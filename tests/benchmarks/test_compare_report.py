@@ -55,6 +55,7 @@ def test_summary_pairs_seeds_and_goal_lines_judge_the_targets():
     d, sd, n = rep.paired_diff(rows, "vision", 10.0, "commit", "constant")
     assert n == 3 and d == pytest.approx(0.05) and sd == pytest.approx(0.01)
     lines = rep.goal_lines(rows, "vision")
+    assert len(lines) == 2  # one line per goal, however many ratios the rows hold
     assert "**met**" in lines[0] and "+5.0" in lines[0]
     assert "within noise" in lines[1] or "better" in lines[1]
     table = rep.table(rows, "vision")
