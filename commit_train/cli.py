@@ -33,6 +33,19 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+#: Entry-point group through which packages that build on the library (``pipelines``:
+#: ``commit pipeline``, ``commit k8s``) add subcommands. Discovery keeps the dependency
+#: one-way: the library never imports kfp or the pipeline code.
+PLUGIN_GROUP = "commit.commands"
+
+
+def _register_plugins(sub: argparse._SubParsersAction) -> None:
+    from importlib.metadata import entry_points
+
+    for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        ep.load()(sub)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="commit",
@@ -105,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
 
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    _register_plugins(sub)
 
     pr = sub.add_parser(
         "prepare",
