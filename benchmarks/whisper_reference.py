@@ -34,9 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from commit_train.data.builtin import NUMBER_WORDS, chance_levels, resolve_data_source
+from commit_train.data.builtin import chance_levels, resolve_data_source
 from commit_train.data.builtin_audio import AUDIO_RATE, SPEECH_QTYPES, SPOKEN_WORDS
 from commit_train.data.media import load_audio
+from commit_train.data.questions import NUMBER_WORDS
 from commit_train.data.records import Record, read_records
 from commit_train.modeling.pretrained import PARTS, cache_dir
 

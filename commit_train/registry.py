@@ -396,7 +396,7 @@ def trained_system_prompt(model_dir: Path) -> str | None:
     """The ``data.system_prompt`` the model was trained with (from its saved recipe)."""
     import yaml
 
-    from commit_train.trainer import RECIPE_NAME
+    from commit_train.modeling import RECIPE_NAME
 
     recipe = Path(model_dir) / RECIPE_NAME
     if not recipe.is_file():

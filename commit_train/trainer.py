@@ -35,7 +35,7 @@ from commit_train.errors import TrainingDiverged
 from commit_train.hooks import SIDES, StepHooks
 from commit_train.lr import lr_factor
 from commit_train.methods import MethodHooks
-from commit_train.modeling import load_model, save_model_dir
+from commit_train.modeling import RECIPE_NAME, load_model, save_model_dir
 from commit_train.partition import apply_tuning, param_groups
 from commit_train.plots import plot_training
 from commit_train.runs import comparison_tags
@@ -43,8 +43,6 @@ from commit_train.sampler import ResumableBatchSampler
 from commit_train.tracking import RunTracker
 
 log = logging.getLogger(__name__)
-#: the resolved recipe, saved inside the exported model dir (evaluation reads its prompt)
-RECIPE_NAME = "commit_recipe.yaml"
 
 
 @dataclass

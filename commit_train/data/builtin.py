@@ -38,12 +38,12 @@ from typing import Any
 
 import numpy as np
 
+from commit_train.data.questions import SPLITS
 from commit_train.data.records import Record, read_records, write_records
 from commit_train.errors import DataError
 
 # Bump when the generated content changes, so cached copies are regenerated.
 GENERATOR_VERSION = 2
-SPLITS = ("train", "val", "test")
 # Sized so both sets generate in well under a minute on 2 cores, a training epoch stays
 # affordable on CPU, and the test split still has ~40-50 examples per question type.
 DEFAULT_SIZES: dict[str, tuple[int, int, int]] = {
@@ -51,33 +51,6 @@ DEFAULT_SIZES: dict[str, tuple[int, int, int]] = {
     "audio": (2000, 200, 450),
 }
 BUILTIN_NAMES = tuple(DEFAULT_SIZES)
-NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-
-
-# ---- helpers shared by the generators --------------------------------------------------------
-def split_rng(seed: int, name: str, split: str) -> np.random.Generator:
-    """Independent, stable stream per split: growing one split never changes the others."""
-    return np.random.default_rng([seed, SPLITS.index(split), sum(map(ord, name))])
-
-
-def assign_qtypes(rng: np.random.Generator, qtypes: Sequence[str], n: int) -> list[str]:
-    """``n`` question types, as equal in number as possible, in random order.
-
-    Exact (not sampled) counts keep every type represented even in small test splits, so
-    per-type accuracy is never computed on a handful of examples by bad luck.
-    """
-    return [qtypes[int(i)] for i in rng.permutation(np.resize(np.arange(len(qtypes)), n))]
-
-
-def shuffled_choices(rng: np.random.Generator, answer: str, distractors: Sequence[str]) -> list:
-    """``answer`` and ``distractors`` in random order (the answer's position is uniform)."""
-    options = [answer, *distractors]
-    return [options[int(i)] for i in rng.permutation(len(options))]
-
-
-def number_answers(n: int) -> list[str]:
-    """Accepted answers for a count or digit: the numeral first, then the word."""
-    return [str(n), NUMBER_WORDS[n]]
 
 
 # ---- locations -------------------------------------------------------------------------------

@@ -29,14 +29,14 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from commit_train.data.builtin import (
+from commit_train.data.media import resample
+from commit_train.data.questions import (
     NUMBER_WORDS,
     assign_qtypes,
     number_answers,
     shuffled_choices,
     split_rng,
 )
-from commit_train.data.media import resample
 from commit_train.data.records import Record
 from commit_train.errors import DataError
 

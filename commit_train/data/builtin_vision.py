@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from commit_train.data.builtin import (
+from commit_train.data.questions import (
     NUMBER_WORDS,
     assign_qtypes,
     number_answers,

@@ -39,6 +39,10 @@ def load_model(cfg: ModelConfig, seed: int = 0) -> tuple[MultimodalLM, Multimoda
     return load_hf_multimodal(path, family=cfg.family, dtype=getattr(torch, cfg.dtype))
 
 
+#: the resolved recipe, saved inside an exported model dir (evaluation reads its prompt)
+RECIPE_NAME = "commit_recipe.yaml"
+
+
 def save_model_dir(
     mlm: MultimodalLM,
     processor: MultimodalProcessor,

@@ -19,7 +19,14 @@ from pathlib import Path
 import torch
 from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
-from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    PretrainedConfig,
+    PreTrainedModel,
+    ViTImageProcessor,
+)
+from transformers.image_utils import PILImageResampling
 from transformers.modeling_outputs import BaseModelOutput
 
 # ImageNet statistics the packaged Lite0 weights were trained with (RGB, [0, 1] input).
@@ -145,3 +152,17 @@ def lite0_classifier_logits(features: torch.Tensor) -> torch.Tensor:
 
 AutoConfig.register(EfficientNetLiteConfig.model_type, EfficientNetLiteConfig, exist_ok=True)
 AutoModel.register(EfficientNetLiteConfig, EfficientNetLiteEncoder, exist_ok=True)
+
+
+def lite0_image_processor(image_size: int) -> ViTImageProcessor:
+    """Resize to a square ``image_size`` and normalize with ImageNet statistics."""
+    return ViTImageProcessor(
+        do_resize=True,
+        size={"height": image_size, "width": image_size},
+        resample=PILImageResampling.BICUBIC,
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=list(LITE0_MEAN),
+        image_std=list(LITE0_STD),
+    )

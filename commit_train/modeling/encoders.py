@@ -44,16 +44,14 @@ from transformers import (
     Wav2Vec2FeatureExtractor,
     WhisperModel,
 )
-from transformers.image_utils import PILImageResampling
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from commit_train.config import EncoderConfig
 from commit_train.errors import ModelLoadError
 from commit_train.modeling.efficientnet import (
-    LITE0_MEAN,
-    LITE0_STD,
     EfficientNetLiteConfig,
     EfficientNetLiteEncoder,
+    lite0_image_processor,
 )
 from commit_train.modeling.pretrained import pretrained_path, resolve_model_path
 from commit_train.modeling.whisper_ct2 import whisper_feature_extractor
@@ -375,20 +373,6 @@ def _load_lite0(cfg: EncoderConfig, modality: str):
         encoder.output_dim,
     )
     return encoder, spec, lite0_image_processor(size)
-
-
-def lite0_image_processor(image_size: int) -> ViTImageProcessor:
-    """Resize to a square ``image_size`` and normalize with ImageNet statistics."""
-    return ViTImageProcessor(
-        do_resize=True,
-        size={"height": image_size, "width": image_size},
-        resample=PILImageResampling.BICUBIC,
-        do_rescale=True,
-        rescale_factor=1 / 255,
-        do_normalize=True,
-        image_mean=list(LITE0_MEAN),
-        image_std=list(LITE0_STD),
-    )
 
 
 def _media_processor(path: str, kind: str, config: PretrainedConfig) -> Any:

@@ -134,8 +134,7 @@ def _build_lite0(out: Path) -> None:
     The image size is a load-time choice (``EncoderConfig.image_size``); the weights do
     not depend on it.
     """
-    from commit_train.modeling.efficientnet import pretrained_lite0
-    from commit_train.modeling.encoders import lite0_image_processor
+    from commit_train.modeling.efficientnet import lite0_image_processor, pretrained_lite0
 
     model = pretrained_lite0(224)
     model.save_pretrained(out, safe_serialization=True)

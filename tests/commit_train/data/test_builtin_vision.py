@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from commit_train.data import builtin_vision as bv
-from commit_train.data.builtin import NUMBER_WORDS, make_builtin
+from commit_train.data.builtin import make_builtin
+from commit_train.data.questions import NUMBER_WORDS
 from commit_train.data.records import read_records
 
 from .test_builtin import needs_fmnist, tree_hash
