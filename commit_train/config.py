@@ -294,11 +294,25 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     if not path.is_file():
         raise ConfigError(f"recipe file {path} does not exist (see recipes/ for shipped recipes)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
         raise ConfigError(f"recipe {path} is not valid YAML: {e}") from None
+    return load_config_text(text, overrides, source=str(path))
+
+
+def load_config_text(
+    text: str, overrides: list[str] | None = None, source: str = "<recipe text>"
+) -> RunConfig:
+    """:func:`load_config` for a recipe held as text (a pipeline parameter carries the
+    recipe itself, so a pod needs no copy of the file); ``source`` names it in errors."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"recipe {source} is not valid YAML: {e}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"recipe {path} must be a mapping of sections, got {type(raw).__name__}")
-    source = str(path) + (f" (with overrides {' '.join(overrides)})" if overrides else "")
+        raise ConfigError(
+            f"recipe {source} must be a mapping of sections, got {type(raw).__name__}"
+        )
+    shown = source + (f" (with overrides {' '.join(overrides)})" if overrides else "")
     raw = apply_overrides(raw, overrides or [])
-    return validate(raw, source)
+    return validate(raw, shown)
