@@ -98,8 +98,10 @@ class Trainer:
         resume: bool = False,
         hooks: StepHooks | None = None,
         accelerator: Accelerator | None = None,
+        run_id: str | None = None,
     ):
         self.cfg = cfg
+        self._run_id_given = run_id
         # An s3:// output dir: work in a local staging dir and publish checkpoints and
         # the model to S3 (commit_train/checkpoint_remote.py).
         self.remote = RemoteRun.for_output(output_dir or cfg.train.output_dir)
@@ -166,7 +168,7 @@ class Trainer:
             raise TrainingDiverged("nothing to train: every component is frozen in model.tuning")
         self.model = self.acc.prepare_model(self.mlm)
         self.start_step = 0
-        self.run_id: str | None = None
+        self.run_id: str | None = self._run_id_given
         if self.remote is not None:  # staging holds only the remote's latest checkpoint
             self.remote.prepare(self.resume, self.main, self.acc.wait_for_everyone)
         ckpt = latest_checkpoint(self.output_dir) if self.resume else None
@@ -175,7 +177,7 @@ class Trainer:
         if ckpt is not None:
             state = load_checkpoint(ckpt, self.mlm.model, self.optimizers, self.acc.process_index)
             self.start_step = int(state["step"])
-            self.run_id = state.get("run_id")
+            self.run_id = state.get("run_id") or self.run_id
             self.hooks.load_state_dict(state.get("balance", {}))
             if self.main:
                 log.info("resumed from %s at step %d", ckpt, self.start_step)
@@ -489,6 +491,12 @@ def train(
     output_dir: str | Path | None = None,
     resume: bool = False,
     hooks: StepHooks | None = None,
+    run_id: str | None = None,
 ) -> TrainResult:
-    """Train per ``cfg``; write checkpoints and the final model under ``output_dir``."""
-    return Trainer(cfg, output_dir=output_dir, resume=resume, hooks=hooks).fit()
+    """Train per ``cfg``; write checkpoints and the final model under ``output_dir``.
+
+    ``run_id``: log into this existing MLflow run instead of creating one (an orchestrator
+    made it, e.g. KFP's MLflow integration or the pipeline's train step); a checkpoint
+    being resumed keeps the run it names.
+    """
+    return Trainer(cfg, output_dir=output_dir, resume=resume, hooks=hooks, run_id=run_id).fit()
