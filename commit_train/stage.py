@@ -50,7 +50,8 @@ import numpy as np
 
 from commit_train import storage
 from commit_train.data.builtin import SPLITS, builtin_path, cache_root, make_builtin
-from commit_train.data.records import Record, read_records, write_records
+from commit_train.data.records import Record, confined_media, read_records, write_records
+from commit_train.data.sources import media_roots
 from commit_train.errors import DataError
 from commit_train.fsutil import atomic_dir
 
@@ -70,6 +71,7 @@ class Part:
     root: Path
     report: dict[str, Any]
     split: str | None  # None: every record's own ``split``, else the seeded split
+    media_roots: tuple[Path, ...] = ()  # folders besides ``root`` media may lie in
 
 
 @dataclass
@@ -94,9 +96,16 @@ def _parse_opts(query: str) -> dict[str, Any]:
 
 
 def _validated(
-    name: str, jsonl: Path, root: Path, modality: str | None, strict: bool
+    name: str,
+    jsonl: Path,
+    root: Path,
+    modality: str | None,
+    strict: bool,
+    media_roots: tuple[Path, ...] = (),
 ) -> tuple[list[Record], dict[str, Any]]:
-    records, report = read_records(jsonl, root=root, modality=modality, skip_bad=not strict)
+    records, report = read_records(
+        jsonl, root=root, modality=modality, skip_bad=not strict, media_roots=media_roots
+    )
     out = report.to_dict()
     out["path"] = name
     for p in out["problems"]:
@@ -112,7 +121,7 @@ def _records_part(
     """Validate in-memory records (a format loader's) through the same JSONL pass."""
     tmp = write_records(records, work / f"{len(list(work.iterdir()))}.jsonl")
     good, report = _validated(name, tmp, root, **kw)
-    return Part(name, good, root, report, split)
+    return Part(name, good, root, report, split, kw.get("media_roots", ()))
 
 
 # ---- sources ---------------------------------------------------------------------------------
@@ -151,6 +160,7 @@ def _format_parts(fmt: str, rest: str, work: Path, **kw: Any) -> tuple[list[Part
     default = [s for s in known if _norm_split(s) in SPLITS] or [known[0]]
     splits = [s for s in str(opts.pop("splits", ",".join(default))).split(",") if s]
     root = Path(path).resolve()
+    kw["media_roots"] = tuple(media_roots(f"{fmt}:{rest}"))
     parts, source_counts = [], {}
     for split in splits:
         try:
@@ -277,13 +287,19 @@ def assign_splits(
     return {k: out[k] for k in sorted(out, key=_split_order)}
 
 
-def _write_dataset(out: Path, splits: dict[str, list[tuple[Record, Path]]]) -> None:
-    """Copy media (content-addressed: same bytes, same name) and write each split's JSONL."""
+def _write_dataset(
+    out: Path, splits: dict[str, list[tuple[Record, Path]]], extra: dict[Path, tuple] | None = None
+) -> None:
+    """Copy media (content-addressed: same bytes, same name) and write each split's JSONL.
+    Only media inside their root are copied (validation rejected the others; checked
+    again here because a staged dataset may be published)."""
     hashes: dict[Path, str] = {}
     for split, pairs in splits.items():
         staged = []
         for r, root in pairs:
-            src = r.media_path(root)
+            src = confined_media(r, root, (extra or {}).get(root, ()))
+            if src is None:
+                raise DataError(f"record {r.id!r}: media {r.media!r} is outside the dataset root")
             sha = hashes.get(src) or storage.file_sha256(src)
             hashes[src] = sha
             rel = f"media/{sha[:2]}/{sha}{src.suffix.lower()}"
@@ -347,15 +363,16 @@ def stage(
         (tmp / "work").mkdir()
         parts, counts = load_source(source, tmp / "work", modality, strict, media_root)
         splits = assign_splits(parts, val_fraction, test_fraction, seed)
+        extra = {p.root: p.media_roots for p in parts}
         if storage.is_s3(output):
             build = tmp / "dataset"
             build.mkdir()
-            _write_dataset(build, splits)
+            _write_dataset(build, splits, extra)
             manifest = _manifest(build, source, params, splits, parts, counts)
             storage.publish_dir(build, output)
         else:
             with atomic_dir(output) as out:
-                _write_dataset(out, splits)
+                _write_dataset(out, splits, extra)
                 manifest = _manifest(out, source, params, splits, parts, counts)
                 storage.write_marker(out)
     log.info("staged %s -> %s (%s)", source, output, manifest["dataset_sha256"][:12])

@@ -30,7 +30,7 @@ from commit_train.checkpoint_remote import RemoteRun
 from commit_train.config import RunConfig
 from commit_train.data.collate import Collator, RecordDataset
 from commit_train.data.records import read_records
-from commit_train.data.sources import resolve_source
+from commit_train.data.sources import media_roots, resolve_source
 from commit_train.errors import TrainingDiverged
 from commit_train.hooks import SIDES, StepHooks
 from commit_train.lr import lr_factor
@@ -189,7 +189,11 @@ class Trainer:
         root = Path(data.root or root)
         self.data_files = {**getattr(self, "data_files", {}), split: Path(jsonl)}
         records, report = read_records(
-            jsonl, root=root, modality=self.cfg.model.modality, skip_bad=data.skip_bad
+            jsonl,
+            root=root,
+            modality=self.cfg.model.modality,
+            skip_bad=data.skip_bad,
+            media_roots=media_roots(spec),
         )
         if report.n_bad and self.main:
             log.warning("%s", report.summary())

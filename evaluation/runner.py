@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from commit_train.config import ModelConfig
 from commit_train.data.collate import Collator, RecordDataset
-from commit_train.data.records import Record
+from commit_train.data.records import Record, validate_records
 from commit_train.errors import DataError
 from commit_train.modeling import load_model
 from commit_train.modeling.base import MultimodalLM, MultimodalProcessor
@@ -132,6 +132,9 @@ def evaluate_model(
     records = data.records[:limit] if limit else data.records
     if not records:
         raise DataError(f"benchmark {benchmark!r} split {split!r} has no records to evaluate")
+    # Every record, as training checks them: fields, media inside the dataset root and
+    # readable. Format loaders' records have not been through read_records.
+    records, _ = validate_records(records, data.root, f"{data.name}:{split}")
     cfg = ModelConfig(path=str(model), modality=records[0].modality)
     mlm, processor = load_model(cfg)
     if processor.modality != records[0].modality:

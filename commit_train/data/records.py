@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +47,8 @@ class Record:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def media_path(self, root: str | Path | None = None) -> Path:
+        """The media file as written, joined to ``root`` when relative. This does *not*
+        check that it stays inside ``root``: validation does (:func:`confined_media`)."""
         path = Path(
             self.media[len("file://") :] if self.media.startswith("file://") else self.media
         )
@@ -139,6 +142,39 @@ class ValidationReport:
         return text
 
 
+# ---- media confinement --------------------------------------------------------------------
+OUTSIDE_ROOT = (
+    "is outside the dataset root; media paths must be relative to the root and stay inside "
+    "it (no '..', absolute paths, file:// URIs or symbolic links leading out)"
+)
+
+
+def confined_media(
+    record: Record, root: str | Path, media_roots: Sequence[str | Path] = ()
+) -> Path | None:
+    """The real path of ``record``'s media if it lies inside ``root`` (or one of
+    ``media_roots``) once ``..`` and symbolic links are resolved; None otherwise.
+
+    Why: a dataset is input from someone else. Without this, ``"media": "../../etc/passwd"``
+    or a link to ``/home`` would be opened, trained on and copied into a staged (perhaps
+    published) dataset. The check is purely about the path, made before the file is
+    looked at, so the answer for a file outside the root is the same whether it exists
+    or not and reveals nothing about the machine.
+    """
+    path = record.media_path(root)
+    try:
+        real = path.resolve()  # follows every link, also those inside the root
+    except (OSError, RuntimeError):  # a symlink loop
+        return None
+    for base in (root, *media_roots):
+        try:
+            if real.is_relative_to(Path(base).resolve()):
+                return real
+        except (OSError, RuntimeError):
+            continue
+    return None
+
+
 # ---- field checks --------------------------------------------------------------------------
 def _type_name(v: Any) -> str:
     return "null" if v is None else type(v).__name__
@@ -230,15 +266,25 @@ def _make_record(obj: dict[str, Any]) -> Record:
 
 
 def _check_media(
-    record: Record, root: Path, sampling_rate: int | None
+    record: Record,
+    root: Path,
+    sampling_rate: int | None,
+    media_roots: Sequence[Path] = (),
+    open_file: bool = True,
 ) -> tuple[str, str, str] | None:
+    """A media problem of ``record``, or None. ``open_file=False`` checks only that the
+    path stays inside the root (done even when media checks are off: it is about safety)."""
     if "://" in record.media and not record.media.startswith("file://"):
         return (
             "media",
             "media_missing",
             f"{record.media!r} is a remote URI; stage the dataset to local disk first",
         )
-    path = record.media_path(root)
+    path = confined_media(record, root, media_roots)
+    if path is None:
+        return ("media", "media_outside_root", f"media {record.media!r} {OUTSIDE_ROOT}")
+    if not open_file:
+        return None
     if not path.is_file():
         return ("media", "media_missing", f"file {path} does not exist")
     found = check_image(path) if record.modality == "image" else check_audio(path, sampling_rate)
@@ -253,6 +299,7 @@ def read_records(
     skip_bad: bool = False,
     check_media: bool = True,
     sampling_rate: int | None = None,
+    media_roots: Sequence[str | Path] = (),
 ) -> tuple[list[Record], ValidationReport]:
     """Read and validate a canonical JSONL file.
 
@@ -264,6 +311,8 @@ def read_records(
       skip_bad: drop bad records and count them instead of raising.
       check_media: open every media file's header (fast; disable for remote-only checks).
       sampling_rate: the rate audio will be resampled to, named in rate problems.
+      media_roots: further folders media may lie in besides ``root`` (a format source's
+        own option, e.g. A-OKVQA's ``coco_root``); anything else outside is rejected.
 
     Returns the good records in file order and the :class:`ValidationReport`.
     Raises :class:`DataError` if the file is missing, holds no records, or (unless
@@ -336,35 +385,91 @@ def read_records(
         first_line_of[record.id] = lineno
         candidates.append((lineno, record))
 
-    if check_media and candidates:
+    return _finish(report, candidates, root, sampling_rate, media_roots, check_media, skip_bad)
+
+
+def _finish(
+    report: ValidationReport,
+    candidates: list[tuple[int, Record]],
+    root: Path,
+    sampling_rate: int | None,
+    media_roots: Sequence[str | Path],
+    check_media: bool,
+    skip_bad: bool,
+) -> tuple[list[Record], ValidationReport]:
+    """The media pass over records whose fields are valid, then the verdict."""
+    extra = [Path(m) for m in media_roots]
+    if candidates:
         # Header reads are I/O bound (network filesystems especially); threads overlap them.
         workers = min(16, (os.cpu_count() or 1) * 2, len(candidates))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             media_found = list(
-                pool.map(lambda c: _check_media(c[1], root, sampling_rate), candidates)
+                pool.map(
+                    lambda c: _check_media(c[1], root, sampling_rate, extra, check_media),
+                    candidates,
+                )
             )
     else:
-        media_found = [None] * len(candidates)
+        media_found = []
 
     good: list[Record] = []
     for (lineno, record), found in zip(candidates, media_found, strict=True):
         if found is None:
             good.append(record)
         else:
-            report.problems.append(Problem(fname, lineno, *found))
+            report.problems.append(Problem(report.path, lineno, *found))
     report.problems.sort(key=lambda p: p.line)
     report.n_good = len(good)
 
     if report.n_records == 0:
-        raise DataError(f"dataset file {path} contains no records")
+        raise DataError(f"dataset file {report.path} contains no records")
     if report.problems and not skip_bad:
         raise DataError(report.error_message())
     if not good:
         raise DataError(
-            f"every record of {path} is bad, nothing is left to use. "
+            f"every record of {report.path} is bad, nothing is left to use. "
             + report.error_message(hint=False)
         )
     return good, report
+
+
+def validate_records(
+    records: list[Record],
+    root: str | Path,
+    source: str,
+    modality: str | None = None,
+    skip_bad: bool = False,
+    check_media: bool = True,
+    sampling_rate: int | None = None,
+    media_roots: Sequence[str | Path] = (),
+) -> tuple[list[Record], ValidationReport]:
+    """The checks of :func:`read_records` for records already in memory (a format
+    loader's), so evaluation checks every record up front exactly like training does.
+    Problems are reported as ``<source>:<n>`` with ``n`` the record's 1-based position."""
+    report = ValidationReport(path=source, n_records=len(records))
+    candidates: list[tuple[int, Record]] = []
+    first: dict[str, int] = {}
+    for n, record in enumerate(records, start=1):
+        found = _check_fields(record.to_dict(), modality)
+        if found:
+            report.problems += [Problem(source, n, f, r, m) for f, r, m in found]
+            continue
+        if record.id in first:
+            report.problems.append(
+                Problem(
+                    source,
+                    n,
+                    "id",
+                    "duplicate_id",
+                    f"id {record.id!r} was already used by record {first[record.id]}",
+                )
+            )
+            continue
+        first[record.id] = n
+        candidates.append((n, record))
+    return _finish(
+        report, candidates, Path(root), sampling_rate, media_roots, check_media, skip_bad
+    )
 
 
 def write_records(records: list[Record], path: str | Path) -> Path:

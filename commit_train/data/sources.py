@@ -26,6 +26,22 @@ def _parse_value(v: str) -> object:
     return {"true": True, "false": False}.get(v.lower(), v)
 
 
+def media_roots(spec: str) -> list[Path]:
+    """Folders besides the media root that a source's media may lie in: the ``*_root``
+    options of a format source (A-OKVQA's ``coco_root``: COCO unpacked elsewhere), which
+    the recipe names explicitly. Media anywhere else outside the root are rejected
+    (:func:`commit_train.data.records.confined_media`)."""
+    m = _FORMAT_SPEC.match(spec)
+    if spec.startswith(("builtin:", "s3://")) or m is None or len(m.group("fmt")) == 1:
+        return []
+    path, _, query = m.group("path").partition("?")
+    return [
+        Path(v) if Path(v).is_absolute() else Path(path) / v
+        for k, v in parse_qsl(query)
+        if k.endswith("_root")
+    ]
+
+
 def resolve_source(
     spec: str, split: str, work_dir: str | Path, root: str | Path | None = None
 ) -> tuple[Path, Path]:

@@ -206,3 +206,28 @@ def test_cli_stage_and_hidden_credentials(s3, proxy, tiny_parts, capsys, caplog)
     for secret in (FAKE_AWS["AWS_ACCESS_KEY_ID"], FAKE_AWS["AWS_SECRET_ACCESS_KEY"]):
         assert secret not in captured.out + captured.err
         assert secret not in "\n".join(r.getMessage() for r in caplog.records)
+
+
+def test_stage_never_copies_media_from_outside_the_root(tiny_parts, tmp_path):
+    """Issue 16.1: a record reaching out of the dataset folder (``..``, an absolute path,
+    ``file://``, a symlink) is rejected with one reason and its file is not copied into the
+    staged dataset, even when it is a valid image."""
+    src_dir = tmp_path / "src"
+    shutil.copytree(tiny_parts["train"].parent / "images", src_dir / "images")
+    secret = tmp_path / "secret.png"
+    shutil.copyfile(next((src_dir / "images").glob("*.png")), secret)
+    with open(secret, "ab") as f:  # other bytes than any image inside: a distinct sha256
+        f.write(b"\0")
+    (src_dir / "link.png").symlink_to(secret)
+    good = json.loads(tiny_parts["train"].read_text().splitlines()[0])
+    lines = [json.dumps(good)]
+    for i, media in enumerate(["../secret.png", str(secret), f"file://{secret}", "link.png"]):
+        lines.append(json.dumps({**good, "id": f"out-{i}", "media": media}))
+    (src_dir / "d.jsonl").write_text("\n".join(lines) + "\n")
+    m = stage(str(src_dir / "d.jsonl"), str(tmp_path / "out"), val_fraction=0, test_fraction=0)
+    assert m.manifest["counts"] == {"train": 1}
+    assert m.manifest["rejected"][str(src_dir / "d.jsonl")]["counts"] == {"media_outside_root": 4}
+    sha = storage.file_sha256(secret)
+    assert not any(sha in rel for rel in m.manifest["files"])
+    with pytest.raises(DataError, match="outside the dataset root"):
+        stage(str(src_dir / "d.jsonl"), str(tmp_path / "strict"), strict=True)

@@ -118,9 +118,9 @@ def test_bad_records_fail_before_training(tiny_parts, tmp_path):
     lines[2] = json.dumps(rec)
     lines[5] = lines[5].replace('"question"', '"questoin"')
     bad.write_text("\n".join(lines) + "\n")
-    (tmp_path / "images").symlink_to(tiny_parts["train"].parent / "images")
     raw = tiny_recipe_dict(tiny_parts, tmp_path / "run")
     raw["data"]["train"] = str(bad)
+    raw["data"]["root"] = str(tiny_parts["train"].parent)
     with pytest.raises(DataError) as e:
         train(validate(raw))
     msg = str(e.value)
@@ -158,3 +158,18 @@ def test_projector_lr_is_its_own_group_and_follows_the_schedule(tiny_parts, tmp_
     assert len(proj) == 6
     for p, e in zip(proj, enc, strict=True):
         assert p == pytest.approx(e * 2e-2 / cfg.train.lr_encoder)
+
+
+def test_media_outside_the_data_root_fail_before_training(tiny_parts, tmp_path):
+    """Issue 16.1: a valid image outside the dataset root is not trained on."""
+    lines = tiny_parts["train"].read_text().splitlines()
+    rec = json.loads(lines[0])
+    rec["media"] = str(tiny_parts["train"].parent / rec["media"])  # absolute, valid image
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text(json.dumps(rec) + "\n")
+    raw = tiny_recipe_dict(tiny_parts, tmp_path / "run")
+    raw["data"]["train"] = str(data / "train.jsonl")
+    with pytest.raises(DataError, match=r"train\.jsonl:1: field 'media'.*outside the dataset root"):
+        train(validate(raw))
+    assert not (tmp_path / "run").exists()

@@ -1,6 +1,7 @@
 """Batched evaluation end to end on a tiny saved model: outputs, metrics, MLflow, errors."""
 
 import json
+import shutil
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -148,3 +149,32 @@ def test_length_sorted_batches_return_answers_in_record_order(tiny_model_dir, ti
     assert len(set(one_by_one)) >= 3  # the prompts really differ in length
     for bs in (1, 4):
         assert generate_answers(spy, proc, recs, root, batch_size=bs, progress=False) == one_by_one
+
+
+def test_media_outside_the_benchmark_root_are_rejected(tiny_model_dir, tiny_parts, tmp_path):
+    """Issue 16.1: evaluation checks confinement too (before loading the model)."""
+    rec = json.loads(tiny_parts["val"].read_text().splitlines()[0])
+    rec["media"] = str(tiny_parts["val"].parent / rec["media"])
+    (tmp_path / "b.jsonl").write_text(json.dumps(rec) + "\n")
+    with pytest.raises(DataError, match=r"b\.jsonl:1: field 'media'.*outside the dataset root"):
+        evaluate_model(tiny_model_dir, str(tmp_path / "b.jsonl"), output_dir=tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_format_benchmark_records_are_confined_to_the_data_dir(tiny_model_dir, tmp_path):
+    """A TextVQA ``image_id`` of ``../../x`` points the loader's path outside --data-dir;
+    format records never went through read_records, so the runner checks them."""
+    from tests.evaluation.test_formats import write_textvqa
+
+    root = tmp_path / "textvqa"
+    root.mkdir()
+    write_textvqa(root)
+    doc = json.loads((root / "TextVQA_0.5.1_val.json").read_text())
+    doc["data"][0]["image_id"] = "../../secret"
+    (root / "TextVQA_0.5.1_val.json").write_text(json.dumps(doc))
+    shutil.copyfile(next((root / "train_images").glob("*.jpg")), tmp_path / "secret.jpg")
+    with pytest.raises(DataError, match="outside the dataset root"):
+        evaluate_model(
+            tiny_model_dir, "textvqa", split="val", data_dir=root, output_dir=tmp_path / "o"
+        )
+    assert not (tmp_path / "o").exists()

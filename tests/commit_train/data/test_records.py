@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from commit_train.data.records import Record, read_records, write_records
+from commit_train.data.records import Record, read_records, validate_records, write_records
 from commit_train.errors import DataError
 
 from .conftest import write_png, write_tone
@@ -168,3 +168,89 @@ def test_integer_ids_and_bom_are_accepted(tmp_path):
     (tmp_path / "d.jsonl").write_bytes(b"\xef\xbb\xbf" + _line(id=7).encode() + b"\n")
     records, _ = read_records(tmp_path / "d.jsonl")
     assert records[0].id == "7"
+
+
+# ---- media confinement (issue 16.1) ----------------------------------------------------------
+@pytest.fixture
+def outside(tmp_path):
+    """A dataset root ``root/`` and, next to it, a valid image the records try to reach."""
+    root = tmp_path / "root"
+    write_png(root / "img/ok.png")
+    write_png(tmp_path / "secret.png")
+    (tmp_path / "not-an-image.txt").write_text("private")
+    return root
+
+
+def _records_with(root, *medias):
+    lines = [_line(id=f"r{i}", media=m) for i, m in enumerate(medias)]
+    (root / "d.jsonl").write_text("\n".join(lines) + "\n")
+    return root / "d.jsonl"
+
+
+@pytest.mark.parametrize(
+    "media",
+    [
+        "../secret.png",
+        "img/../../secret.png",
+        "{tmp}/secret.png",
+        "file://{tmp}/secret.png",
+        "link.png",  # a symlink inside the root to the file outside
+        "linkdir/secret.png",  # a symlinked folder leading out
+    ],
+)
+def test_media_outside_the_root_is_rejected(outside, media):
+    tmp = outside.parent
+    (outside / "link.png").symlink_to(tmp / "secret.png")
+    (outside / "linkdir").symlink_to(tmp)
+    path = _records_with(outside, "img/ok.png", media.format(tmp=tmp))
+    with pytest.raises(DataError) as exc:
+        read_records(path)
+    assert f"{path}:2: field 'media'" in str(exc.value)
+    assert "outside the dataset root" in str(exc.value)
+    records, report = read_records(path, skip_bad=True)
+    assert [r.id for r in records] == ["r0"]
+    assert report.counts == {"media_outside_root": 1}
+
+
+def test_outside_root_message_does_not_reveal_which_files_exist(outside):
+    """An image, a text file and a missing file outside the root: one reason, one message."""
+    names = ["secret.png", "not-an-image.txt", "does-not-exist.png"]
+    path = _records_with(outside, "img/ok.png", *(f"../{n}" for n in names))
+    _, report = read_records(path, skip_bad=True)
+    assert {p.reason for p in report.problems} == {"media_outside_root"}
+    messages = {p.message.replace(n, "X") for p, n in zip(report.problems, names, strict=True)}
+    assert len(messages) == 1
+    assert str(outside.parent) not in messages.pop()
+
+
+def test_media_inside_the_root_via_links_and_absolute_paths_is_accepted(outside):
+    (outside / "alias.png").symlink_to(outside / "img/ok.png")
+    path = _records_with(outside, "alias.png", str(outside / "img/ok.png"), "img/./ok.png")
+    records, report = read_records(path)
+    assert len(records) == 3 and report.problems == []
+
+
+def test_media_roots_allow_a_named_folder_outside(outside):
+    """A format's ``coco_root`` names a folder outside the root explicitly."""
+    shared = outside.parent / "coco"
+    write_png(shared / "a.png")
+    path = _records_with(outside, str(shared / "a.png"))
+    with pytest.raises(DataError, match="outside the dataset root"):
+        read_records(path)
+    records, _ = read_records(path, media_roots=[shared])
+    assert len(records) == 1
+
+
+def test_confinement_applies_without_media_checks(outside):
+    path = _records_with(outside, "img/ok.png", "../secret.png")
+    _, report = read_records(path, skip_bad=True, check_media=False)
+    assert report.counts == {"media_outside_root": 1}
+
+
+def test_validate_records_checks_in_memory_records(outside):
+    recs = [
+        Record("a", "image", "img/ok.png", "Q?", ["x"]),
+        Record("b", "image", "../secret.png", "Q?", ["x"]),
+    ]
+    with pytest.raises(DataError, match=r"bench:val:2: field 'media'.*outside the dataset root"):
+        validate_records(recs, outside, "bench:val")
