@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import struct
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -79,6 +80,9 @@ def load_audio(path: str | Path, sampling_rate: int) -> np.ndarray:
         raise ValueError(f"sampling_rate must be a positive integer, got {sampling_rate!r}")
     if not path.is_file():  # libsndfile reports a missing file as an opaque "System error"
         raise DataError(f"audio file {path} does not exist")
+    truncated = _wav_truncation(path)  # libsndfile would silently return the part left
+    if truncated is not None:
+        raise DataError(truncated)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except FileNotFoundError:
@@ -117,26 +121,76 @@ def check_image(path: Path) -> tuple[str, str] | None:
     return None
 
 
-def _wav_header_rate(path: Path) -> int | None:
-    """Sample rate from a RIFF/WAVE ``fmt`` chunk, read by hand.
+@dataclass(frozen=True)
+class _WavHeader:
+    rate: int | None  # from the fmt chunk
+    block_align: int | None  # bytes per frame (all channels)
+    data_size: int | None  # bytes of samples the data chunk declares
+    data_available: int | None  # bytes of the data chunk actually in the file
 
-    libsndfile refuses to open a WAV whose header says 0 Hz and only reports an opaque
-    "SF_INFO struct incomplete"; parsing the header lets us tell the user the real cause.
+
+def _wav_header(path: Path) -> _WavHeader | None:
+    """The ``fmt`` and ``data`` chunks of a RIFF/WAVE file, read by hand (None if the file
+    is not RIFF/WAVE).
+
+    Why by hand: libsndfile refuses a WAV whose header says 0 Hz with an opaque "SF_INFO
+    struct incomplete", and it reads a *truncated* WAV without complaint, reporting only
+    the frames that are there (a 1 s clip cut to 1000 bytes becomes a 0.03 s clip). The
+    header's data size against the file's length tells the real cause in both cases.
     """
     try:
         with open(path, "rb") as f:
-            head = f.read(4096)
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            rate = block_align = None
+            pos = 12
+            while True:
+                f.seek(pos)
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return _WavHeader(rate, block_align, None, None)
+                name, size = chunk[:4], struct.unpack("<I", chunk[4:8])[0]
+                if name == b"fmt ":
+                    fmt = f.read(16)
+                    if len(fmt) >= 14:
+                        rate = struct.unpack("<I", fmt[4:8])[0]
+                        block_align = struct.unpack("<H", fmt[12:14])[0]
+                elif name == b"data":
+                    f.seek(0, 2)
+                    available = max(0, f.tell() - (pos + 8))
+                    return _WavHeader(rate, block_align, size, available)
+                pos += 8 + size + (size & 1)
     except OSError:
         return None
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+
+
+def _wav_header_rate(path: Path) -> int | None:
+    header = _wav_header(path)
+    return header.rate if header is not None else None
+
+
+def _wav_truncation(path: Path) -> str | None:
+    """A message if the WAV holds fewer sample bytes than its header declares, else None.
+
+    0xFFFFFFFF (RF64, or a stream written without knowing its length) means "unknown" and
+    is not checked."""
+    h = _wav_header(path)
+    if h is None or h.data_size is None or h.data_available is None:
         return None
-    pos = 12
-    while pos + 8 <= len(head):
-        chunk, size = head[pos : pos + 4], struct.unpack("<I", head[pos + 4 : pos + 8])[0]
-        if chunk == b"fmt " and pos + 16 <= len(head):
-            return struct.unpack("<I", head[pos + 12 : pos + 16])[0]
-        pos += 8 + size + (size & 1)
-    return None
+    if h.data_size in (0, 0xFFFFFFFF) or h.data_available >= h.data_size:
+        return None
+
+    def secs(n: int) -> str:
+        if h.rate and h.block_align:
+            return f" ({n / h.block_align / h.rate:.3f} s)"
+        return ""
+
+    return (
+        f"audio {path} is truncated: its header declares {h.data_size} bytes of samples"
+        f"{secs(h.data_size)} but the file holds {h.data_available}{secs(h.data_available)}; "
+        "the download or copy was probably cut short"
+    )
 
 
 def check_audio(path: Path, sampling_rate: int | None = None) -> tuple[str, str] | None:
@@ -164,6 +218,9 @@ def check_audio(path: Path, sampling_rate: int | None = None) -> tuple[str, str]
         )
     if info.frames <= 0 or info.channels <= 0:
         return "audio_empty", f"audio {path} contains no samples"
+    truncated = _wav_truncation(path)
+    if truncated is not None:
+        return "audio_truncated", truncated
     if sampling_rate and math.ceil(info.frames * sampling_rate / rate) < 1:
         return "audio_empty", f"audio {path} is too short to hold one sample at {sampling_rate} Hz"
     return None

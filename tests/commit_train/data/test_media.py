@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from commit_train.data.media import load_audio, load_image, resample
+from commit_train.data.media import check_audio, load_audio, load_image, resample
 from commit_train.errors import DataError
 
 from .conftest import write_tone
@@ -58,3 +58,30 @@ def test_load_image_rgb_and_transparency(tmp_path):
         load_image(tmp_path / "bad.png")
     with pytest.raises(DataError, match="does not exist"):
         load_image(tmp_path / "missing.png")
+
+
+def _truncated_wav(tmp_path, keep: int = 1000):
+    """A 1 s 16 kHz PCM WAV (32 044 bytes) cut to its first ``keep`` bytes."""
+    full = write_tone(tmp_path / "full.wav", rate=16_000, seconds=1.0)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[:keep])
+    return full, cut
+
+
+def test_truncated_wav_is_reported_not_read_as_a_short_clip(tmp_path):
+    """Issue 16.2: libsndfile reads the cut file as a 0.03 s clip without complaint."""
+    full, cut = _truncated_wav(tmp_path)
+    assert check_audio(full, 16_000) is None
+    reason, msg = check_audio(cut, 16_000)
+    assert reason == "audio_truncated"
+    assert "32000 bytes" in msg and "(1.000 s)" in msg and "956" in msg
+    with pytest.raises(DataError, match="is truncated"):
+        load_audio(cut, 16_000)
+
+
+def test_wav_with_chunks_after_the_data_is_not_truncated(tmp_path):
+    full = write_tone(tmp_path / "full.wav", rate=16_000, seconds=0.1)
+    with open(full, "ab") as f:  # a LIST chunk after the samples, as some editors write
+        f.write(b"LIST" + (4).to_bytes(4, "little") + b"INFO")
+    assert check_audio(full, 16_000) is None
+    assert len(load_audio(full, 16_000)) == 1600

@@ -254,3 +254,18 @@ def test_validate_records_checks_in_memory_records(outside):
     ]
     with pytest.raises(DataError, match=r"bench:val:2: field 'media'.*outside the dataset root"):
         validate_records(recs, outside, "bench:val")
+
+
+def test_truncated_wav_is_a_problem_with_file_and_line(tmp_path):
+    """Issue 16.2: reported with file and line, or counted with skip_bad."""
+    full = write_tone(tmp_path / "full.wav", rate=16_000, seconds=1.0)
+    (tmp_path / "cut.wav").write_bytes(full.read_bytes()[:1000])
+    lines = [
+        _line(id="ok", modality="audio", media="full.wav"),
+        _line(id="cut", modality="audio", media="cut.wav"),
+    ]
+    (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"d\.jsonl:2: field 'media'.*cut\.wav is truncated"):
+        read_records(tmp_path / "d.jsonl")
+    records, report = read_records(tmp_path / "d.jsonl", skip_bad=True)
+    assert [r.id for r in records] == ["ok"] and report.counts == {"audio_truncated": 1}
