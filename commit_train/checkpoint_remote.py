@@ -59,6 +59,17 @@ class RemoteRun:
         """A RemoteRun for an ``s3://`` output directory, None for a local one."""
         return cls(output_dir) if storage.is_s3(output_dir) else None
 
+    def preflight(self) -> None:
+        """Check credentials, bucket and write permission before anything is trained
+        (:func:`commit_train.storage.check_writable`); raises :class:`StorageError`."""
+        storage.check_writable(self.uri)
+
+    def discard_staging(self) -> None:
+        """Remove the local staging directory after a failed run: everything worth keeping
+        was published to S3 already (``--resume`` never trusts local leftovers), and a
+        failed run must not leave a checkpoint-sized directory behind on the node."""
+        shutil.rmtree(self.local_dir, ignore_errors=True)
+
     @property
     def checkpoints_uri(self) -> str:
         return storage.join(self.uri, "checkpoints")

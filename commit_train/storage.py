@@ -383,6 +383,33 @@ def write_text(uri: str | os.PathLike, text: str) -> None:
         client().put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"))
 
 
+def check_writable(uri: str | os.PathLike) -> None:
+    """Raise :class:`StorageError` now if ``uri`` cannot be written and cleaned up: no or
+    rejected credentials, a missing bucket, an unreachable endpoint, no permission.
+
+    Why: a run writing to S3 otherwise learns this at its first checkpoint upload, after
+    the model was loaded and steps were trained (and paid for). A small probe object is
+    written under the prefix and deleted again, exercising exactly the calls a run needs
+    (PutObject, DeleteObject); a local path is created and checked the same way.
+    """
+    name = f".commit-write-check-{os.getpid()}-{threading.get_ident()}"
+    if not is_s3(uri):
+        path = Path(uri)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            (path / name).write_bytes(b"")
+            (path / name).unlink()
+        except OSError as e:
+            raise StorageError(f"cannot write to {uri}: {e.strerror or e}") from None
+        return
+    bucket, key = split_s3(uri)
+    probe = f"{_prefix(key)}{name}"
+    with _errors("write to", str(uri)):
+        c = client()
+        c.put_object(Bucket=bucket, Key=probe, Body=b"")
+        c.delete_object(Bucket=bucket, Key=probe)
+
+
 def upload_file(local: str | os.PathLike, uri: str | os.PathLike) -> None:
     """Copy a local file to ``uri`` (multipart above the threshold)."""
     if not is_s3(uri):

@@ -119,6 +119,8 @@ class Trainer:
     # ---- set-up: everything that can fail on input fails here, before training ---------
     def setup(self) -> None:
         cfg = self.cfg
+        if self.remote is not None:  # credentials, bucket, permission: before data and model
+            self.remote.preflight()
         torch.manual_seed(cfg.seed)
         self.train_records, self.train_root = self._load_split(
             cfg.data.train, "train", cfg.data.max_train_records
@@ -368,6 +370,14 @@ class Trainer:
 
     # ---- the run ------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
+        try:
+            return self._fit()
+        except BaseException:
+            if self.remote is not None and self.acc.is_local_main_process:
+                self.remote.discard_staging()
+            raise
+
+    def _fit(self) -> TrainResult:
         cfg = self.cfg
         self.setup()
         self.output_dir.mkdir(parents=True, exist_ok=True)

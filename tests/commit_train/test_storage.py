@@ -222,6 +222,70 @@ def test_rejected_credentials_never_shown(s3, proxy, caplog):
     _no_secrets(caplog.text)
 
 
+# ---- preflight of an s3:// run directory (issue 16.3) ----------------------------------------
+def _no_runs(uri: str) -> bool:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("tests")
+    return exp is None or not client.search_runs([exp.experiment_id])
+
+
+def _no_aws_credentials(monkeypatch, tmp_path) -> None:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def test_check_writable_leaves_nothing_behind(s3, tmp_path):
+    storage.check_writable(s3.uri("runs", "ok"))
+    assert s3.keys("runs/") == []
+    storage.check_writable(str(tmp_path / "local" / "run"))
+    assert list((tmp_path / "local" / "run").iterdir()) == []
+    with pytest.raises(storage.StorageError, match="bucket 'no-such-bucket-x' does not exist"):
+        storage.check_writable("s3://no-such-bucket-x/run")
+
+
+@pytest.mark.parametrize("problem", ["no_credentials", "no_bucket"])
+def test_s3_output_is_checked_before_any_training(s3, tiny_parts, tmp_path, monkeypatch, problem):
+    """Without credentials (or with a missing bucket) training used to run every step and
+    fail at the first checkpoint upload, leaving a staging dir and a FAILED MLflow run."""
+    raw = tiny_recipe_dict(tiny_parts, tmp_path / "unused", steps=2, save_every=1)
+    cfg = load_config_dict(raw, tmp_path)
+    uri = s3.uri("runs", "pre") if problem == "no_credentials" else "s3://no-such-bucket-x/r"
+    if problem == "no_credentials":
+        _no_aws_credentials(monkeypatch, tmp_path)
+        expected = "no complete S3 credentials"
+    else:
+        expected = "bucket 'no-such-bucket-x' does not exist"
+    loads = []
+    monkeypatch.setattr("commit_train.trainer.load_model", lambda *a, **k: loads.append(a))
+    with pytest.raises(storage.StorageError, match=expected):
+        train(cfg, output_dir=uri)
+    assert loads == []  # failed before the model (and the data) were loaded
+    assert not RemoteRun(uri).local_dir.exists()
+    assert _no_runs(cfg.tracking.uri)
+
+
+def test_failed_s3_run_removes_its_staging_dir(s3, tiny_parts, tmp_path, monkeypatch):
+    raw = tiny_recipe_dict(tiny_parts, tmp_path / "unused", steps=2, save_every=1, eval_every=0)
+    raw["tracking"]["enabled"] = False
+    cfg = load_config_dict(raw, tmp_path)
+    uri = s3.uri("runs", "fails")
+
+    def fail(self, local_dir):
+        assert (local_dir / "checkpoints").is_dir()  # the staging dir was in use
+        raise storage.StorageError("injected: the store went away")
+
+    monkeypatch.setattr(RemoteRun, "push_outputs", fail)
+    with pytest.raises(storage.StorageError, match="injected"):
+        train(cfg, output_dir=uri)
+    assert not RemoteRun(uri).local_dir.exists()
+    assert RemoteRun(uri).latest() is not None  # what was published stays for --resume
+
+
 # ---- S3 checkpoints ----------------------------------------------------------------------------
 def _steps(s3, run: str) -> dict[str, bool]:
     """step dir -> complete, as a reader of the bucket sees it."""
