@@ -6,7 +6,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 APT_PKGS := espeak-ng flite dataset-fashion-mnist
 
-.PHONY: install system-deps prepare demo test test-fast lint format bench clean
+.PHONY: install system-deps prepare demo test test-fast lint format bench clean image
 
 system-deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -51,6 +51,13 @@ lint:
 format:
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# The component image (Dockerfile) with this machine's pip mirrors. BASE_IMAGE=... builds
+# FROM another base (CI: the debootstrap one of scripts/docker/base_image.sh), VARIANT=cuda
+# the GPU variant, IMAGE=... another tag (default pipelines/platform.py's commit-mlops:0.1.0).
+image:
+	$(PY) scripts/docker/build_image.py $(if $(IMAGE),--tag $(IMAGE)) \
+	    $(if $(BASE_IMAGE),--base $(BASE_IMAGE)) $(if $(VARIANT),--variant $(VARIANT))
 
 clean:
 	rm -rf runs mlruns mlflow.db .pytest_cache
