@@ -170,19 +170,16 @@ def check_no_secrets(params: dict[str, Any]) -> None:
 
 
 def validate_recipe(params: dict[str, Any], source: str) -> None:
-    """Load recipe text + overrides (+ method) as ``commit train`` would, before sending."""
+    """Resolve recipe text + overrides + method exactly as the train step will, now."""
     recipe = params.get("recipe")
     if not recipe:
         return
-    from commit_train.config import load_config_text
+    from commit_train.pipeline_steps import pipeline_config
 
     overrides = params.get("overrides") or []
     if isinstance(overrides, str):
         overrides = json.loads(overrides) if overrides.startswith("[") else overrides.split()
-    overrides = list(overrides)
-    if params.get("method"):
-        overrides.append(f"method={params['method']}")
-    load_config_text(recipe, overrides, source=source)
+    pipeline_config(recipe, list(overrides), params.get("method") or "", source=source)
 
 
 # ------------------------------------------------------------------------- KFP objects
