@@ -107,7 +107,7 @@ COPY recipes /opt/commit/recipes
 RUN set -eu; \
     PIP_NO_INDEX=1 /opt/venv/bin/pip install -q --no-deps --no-build-isolation --no-cache-dir /src; \
     /opt/venv/bin/pip check; \
-    rm -rf /src/build /src/*.egg-info /root/.cache
+    rm -rf /src /root/.cache
 
 # HOME and every cache under it are writable by uid 10001. Caches: the project's own
 # ($COMMIT_CACHE: built-in datasets, prepared parts), Hugging Face, matplotlib. Nothing

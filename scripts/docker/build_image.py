@@ -39,6 +39,8 @@ KEYS = {
     "constraint": "PIP_CONSTRAINT",
     "cert": "PIP_CERT",
 }
+#: loopback port of the mirror during the build ($COMMIT_PIP_MIRROR_PORT overrides)
+MIRROR_PORT = int(os.environ.get("COMMIT_PIP_MIRROR_PORT", "38517"))
 #: later scopes override earlier ones, as in pip itself (the environment wins).
 SCOPE_ORDER = ("global", "user", "site", "env")
 
@@ -117,7 +119,12 @@ class Mirror:
             def log_message(self, format: str, *args: object) -> None:  # quiet
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # A fixed port when it is free: the URLs are build arguments, and the same arguments
+        # let Docker reuse the dependency layer on the next build (a random port never would).
+        try:
+            self.server = http.server.ThreadingHTTPServer(("127.0.0.1", MIRROR_PORT), Handler)
+        except OSError:
+            self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
