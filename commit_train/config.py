@@ -10,8 +10,11 @@ typo; errors name the key and the file.
 from __future__ import annotations
 
 import copy
+import re
+import types
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -37,8 +40,57 @@ METHODS = (
 )
 
 
+# ---- YAML as recipes mean it ------------------------------------------------------------------
+class _RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 booleans: only ``true``/``false``.
+
+    PyYAML follows YAML 1.1, where ``yes``/``no``/``on``/``off``/``y``/``n`` are booleans too,
+    so ``train.precision=no`` arrived as ``False`` and a run name ``off`` as a bool. Under
+    1.2 (what most other YAML tools read) those are strings, and a field that really is a
+    boolean still accepts them (pydantic reads ``"yes"``/``"off"`` as booleans).
+    """
+
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_RecipeLoader.add_implicit_resolver(
+    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse recipe YAML (or an override value) with YAML 1.2 booleans (:class:`_RecipeLoader`).
+    Use this, not ``yaml.safe_load``, for anything that becomes a :class:`RunConfig`."""
+    return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _takes_bool(annotation: Any) -> bool:
+    if annotation is bool or annotation is Any:
+        return True
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return any(_takes_bool(a) for a in typing.get_args(annotation))
+    return False
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_other_types(cls, value: Any, info: Any) -> Any:
+        """A boolean where a number or a name is expected is a YAML accident, not a value:
+        pydantic would turn ``train.steps=true`` into 1 and ``lr=false`` into 0.0."""
+        if isinstance(value, bool) and not _takes_bool(
+            cls.model_fields[info.field_name].annotation
+        ):
+            raise ValueError(
+                f"got the boolean {str(value).lower()}, which is not a value of this key; "
+                "write a number or a name (quote it if YAML reads it as a boolean)"
+            )
+        return value
 
 
 class EncoderConfig(_Section):
@@ -135,13 +187,22 @@ class TrainConfig(_Section):
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
     max_grad_norm: float | None = Field(1.0, gt=0)
-    precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16", "no"] = Field(
+        "auto", description="auto: bf16 on a GPU that has it, else fp32; 'no' = fp32 (old name)"
+    )
     eval_every: int = Field(50, ge=0, description="steps between val losses; 0 = end only")
     eval_batches: int | None = Field(None, ge=1)
     save_every: int = Field(50, ge=0, description="steps between checkpoints; 0 = end only")
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(1, ge=1)
     output_dir: str = "runs/default"
+
+    @field_validator("precision")
+    @classmethod
+    def _precision_name(cls, value: str) -> str:
+        # "no" is accelerate's name for full precision, kept so older recipes still load;
+        # fp32 says what it means and is not a YAML 1.1 boolean.
+        return "fp32" if value == "no" else value
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -242,7 +303,8 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides to a raw recipe dict (values parsed as YAML)."""
+    """Apply ``a.b.c=value`` overrides to a raw recipe dict (values parsed as YAML 1.2:
+    ``no``/``off`` stay strings, see :class:`_RecipeLoader`)."""
     raw = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
@@ -259,7 +321,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 raise ConfigError(f"override {item!r}: {p!r} is not a section")
             node = node[p]
         try:
-            node[parts[-1]] = yaml.safe_load(value) if value != "" else None
+            node[parts[-1]] = load_yaml(value) if value != "" else None
         except yaml.YAMLError as e:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from e
     return raw
@@ -306,7 +368,7 @@ def load_config_text(
     """:func:`load_config` for a recipe held as text (a pipeline parameter carries the
     recipe itself, so a pod needs no copy of the file); ``source`` names it in errors."""
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"recipe {source} is not valid YAML: {e}") from None
     if not isinstance(raw, dict):

@@ -58,12 +58,13 @@ class TrainResult:
 
 
 def _precision(cfg: RunConfig) -> str:
+    """accelerate's ``mixed_precision`` value ("no" is its name for fp32)."""
     p = cfg.train.precision
     if p == "auto":
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return "bf16"
         return "no"
-    return p
+    return "no" if p == "fp32" else p
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

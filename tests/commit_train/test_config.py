@@ -94,3 +94,35 @@ def test_flat_params_for_mlflow(tmp_path):
     flat = load_config(_write(tmp_path, BASE)).to_flat_dict()
     assert flat["train.lr_llm"] == pytest.approx(2e-4)
     assert flat["model.encoder.type"] == "efficientnet_lite0"
+
+
+# ---- YAML booleans (issue 16.4) --------------------------------------------------------------
+@pytest.mark.parametrize("value", ["no", "fp32", "'no'"])
+def test_precision_no_is_full_precision_not_false(tmp_path, value):
+    cfg = load_config(_write(tmp_path, BASE), [f"train.precision={value}"])
+    assert cfg.train.precision == "fp32"
+
+
+def test_precision_no_in_a_recipe_file(tmp_path):
+    cfg = load_config(_write(tmp_path, BASE + "train:\n  precision: no\n"))
+    assert cfg.train.precision == "fp32"
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["train.steps=true", "train.batch_size=yes", "train.lr_llm=false", "seed=true"],
+)
+def test_booleans_are_rejected_for_numbers(tmp_path, override):
+    """``train.steps=true`` used to become 1 step; ``yes`` (YAML 1.1 true) is a string now."""
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"{key}: .*(boolean|integer)"):
+        load_config(_write(tmp_path, BASE), [override])
+
+
+def test_yes_no_on_off_stay_strings_and_still_set_booleans(tmp_path):
+    path = _write(tmp_path, BASE)
+    cfg = load_config(path, ["tracking.run_name=off", "data.skip_bad=yes", "tracking.enabled=off"])
+    assert cfg.tracking.run_name == "off"
+    assert cfg.data.skip_bad is True and cfg.tracking.enabled is False
+    with pytest.raises(ConfigError, match="tracking.run_name: .*boolean"):
+        load_config(path, ["tracking.run_name=true"])
