@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 DEFAULT_PACKAGE = Path("pipelines/compiled/commit_pipeline.yaml")
 DEFAULT_EXPERIMENT = "commit-mlops"
 DEFAULT_SCHEDULE_NAME = "commit-retune"
-#: MLflow tag the training component sets to the KFP run id (links `runs` to MLflow)
+#: MLflow tag the pipeline steps set to the KFP run id (commit_train.orchestration
+#: TAG_PIPELINE_RUN); `runs` finds the MLflow run by it
 MLFLOW_RUN_TAG = "kfp.run_id"
 
 #: CLI flag -> pipeline parameter names it may fill (first one the package declares)
@@ -130,7 +131,9 @@ def build_parameters(args: argparse.Namespace, spec: dict[str, Any], path: Path)
             recipe_path = Path(value)
             if not recipe_path.is_file():
                 raise CommitError(f"--recipe {value}: no such file (see recipes/)")
-            value = recipe_path.read_text(encoding="utf-8")
+            from pipelines.commit_pipeline import recipe_parameter
+
+            value = recipe_parameter(recipe_path.read_text(encoding="utf-8"))
         given[name] = value
     for item in args.param or []:
         name, eq, value = item.partition("=")
@@ -169,17 +172,31 @@ def check_no_secrets(params: dict[str, Any]) -> None:
             )
 
 
-def validate_recipe(params: dict[str, Any], source: str) -> None:
-    """Resolve recipe text + overrides + method exactly as the train step will, now."""
-    recipe = params.get("recipe")
+def validate_run(params: dict[str, Any], spec: dict[str, Any], source: str) -> None:
+    """Check the run as the pipeline will see it (given values over the package defaults):
+    the pipeline's own check when it declares the evaluation parameters, else the train
+    step's config resolution. Fails here, not in a pod an hour later."""
+    declared = declared_parameters(spec)
+    run = {n: d.get("defaultValue") for n, d in declared.items()}
+    run.update(params)
+    recipe = run.get("recipe")
     if not recipe:
+        return
+    overrides = run.get("overrides") or []
+    if isinstance(overrides, str):
+        overrides = json.loads(overrides) if overrides.startswith("[") else overrides.split()
+    method = run.get("method") or ""
+    if "benchmarks" in run and "gate_metric" in run:
+        from pipelines.preflight import check_inputs
+
+        check_inputs(
+            recipe, list(overrides), method, list(run["benchmarks"] or []),
+            run["gate_metric"] or "", run.get("data_source") or None, recipe_source=source,
+        )  # fmt: skip
         return
     from commit_train.pipeline_steps import pipeline_config
 
-    overrides = params.get("overrides") or []
-    if isinstance(overrides, str):
-        overrides = json.loads(overrides) if overrides.startswith("[") else overrides.split()
-    pipeline_config(recipe, list(overrides), params.get("method") or "", source=source)
+    pipeline_config(recipe, list(overrides), method, source=source)
 
 
 # ------------------------------------------------------------------------- KFP objects
@@ -259,7 +276,7 @@ def _prepare(args: argparse.Namespace):
     package = Path(args.package)
     spec = load_package(package)
     params = build_parameters(args, spec, package)
-    validate_recipe(params, args.recipe or "the recipe parameter")
+    validate_run(params, spec, args.recipe or "the recipe parameter")
     host = kfp_client.resolve_host(args.host)
     client = kfp_client.connect(host, args.namespace)
     name = args.pipeline_name or spec["pipelineInfo"]["name"]

@@ -55,6 +55,12 @@ def package(tmp_path_factory) -> Path:
     return _compile(tmp_path_factory.mktemp("pkg") / "commit_pipeline.yaml")
 
 
+def _recipe_param() -> str:
+    from pipelines.commit_pipeline import recipe_parameter
+
+    return recipe_parameter(RECIPE.read_text())
+
+
 def _cli(*argv: str) -> int:
     return main(["pipeline", *argv])
 
@@ -98,7 +104,7 @@ def test_submit_uploads_pipeline_and_runs_it_with_the_cli_parameters(fake_kfp, p
         "pipeline_version_id": version["pipeline_version_id"],
     }
     assert body["runtime_config"]["parameters"] == {
-        "recipe": RECIPE.read_text(),
+        "recipe": _recipe_param(),
         "method": "commit",
         "overrides": ["train.steps=5"],
         "benchmarks": ["vision"],
@@ -190,7 +196,7 @@ def test_schedule_sends_cron_no_catchup_and_max_concurrency_one(fake_kfp, packag
     assert body["mode"] == "ENABLE"
     assert body["display_name"] == "commit-retune"
     assert body["runtime_config"]["parameters"] == {
-        "recipe": RECIPE.read_text(),
+        "recipe": _recipe_param(),
         "method": "commit",
     }
     (pid,) = fake_kfp.pipelines
@@ -384,3 +390,60 @@ def test_run_parameters_never_contain_the_environment_secrets(fake_kfp, package,
     sent = json.dumps([r.body for r in fake_kfp.requests if r.body])
     sent += b"".join(f for r in fake_kfp.requests for f in r.files.values()).decode()
     assert "never-in-kfp" not in sent
+
+
+# ------------------------------------------------------- the project's own pipeline
+
+
+@pytest.fixture(scope="module")
+def project_package(tmp_path_factory) -> Path:
+    """The real commit pipeline, compiled by `commit pipeline compile`'s function."""
+    from pipelines.commands import compile_pipeline
+
+    return compile_pipeline(output=tmp_path_factory.mktemp("project") / "commit_pipeline.yaml")
+
+
+def test_submit_the_project_pipeline_sends_its_secrets_by_name_and_checked_parameters(
+    fake_kfp, project_package, capsys
+):
+    rc = _submit(
+        fake_kfp, project_package, "--method", "commit", "--benchmark", "vision",
+        "train.steps=20",
+    )  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    upload = fake_kfp.calls("POST", "/pipelines/upload")[0]
+    platform_doc = list(yaml.safe_load_all(upload.files["uploadfile"]))[1]
+    executors = platform_doc["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    secrets = {s["secretName"] for e in executors.values() for s in e.get("secretAsEnv", [])}
+    assert platform.S3_SECRET in secrets
+    params = fake_kfp.calls("POST", "/runs")[0].body["runtime_config"]["parameters"]
+    assert params == {
+        "recipe": _recipe_param(),
+        "method": "commit",
+        "overrides": ["train.steps=20"],
+        "benchmarks": ["vision"],
+    }
+
+
+def test_submit_the_project_pipeline_rejects_an_unknown_method_or_benchmark_locally(
+    fake_kfp, project_package, capsys
+):
+    assert _submit(fake_kfp, project_package, "--method", "sgd-magic") == 2
+    assert "unknown method 'sgd-magic'" in capsys.readouterr().err
+    assert _submit(fake_kfp, project_package, "--benchmark", "no-such-bench") == 2
+    assert "no-such-bench" in capsys.readouterr().err
+    assert fake_kfp.requests == []
+
+
+@pytest.mark.skipif(
+    not (Path(__file__).resolve().parents[2] / "pipelines/compiled/commit_pipeline.yaml").is_file(),
+    reason="pipelines/compiled/commit_pipeline.yaml not committed yet",
+)
+def test_submit_the_committed_compiled_pipeline(fake_kfp, capsys):
+    from pipelines.remote import DEFAULT_PACKAGE
+
+    root = Path(__file__).resolve().parents[2]
+    assert _submit(fake_kfp, root / DEFAULT_PACKAGE, "--method", "commit") == 0, (
+        capsys.readouterr().err
+    )
+    assert fake_kfp.calls("POST", "/runs")
