@@ -116,6 +116,11 @@ def _coerce(name: str, value: Any, ptype: str, path: Path) -> Any:
 def build_parameters(args: argparse.Namespace, spec: dict[str, Any], path: Path) -> dict:
     """Runtime parameters from the CLI flags, checked against what the package declares."""
     declared = declared_parameters(spec)
+    # the spellings of `commit pipeline compile/run` too: --set KEY=VALUE, --benchmarks a,b
+    args.overrides = [*(getattr(args, "overrides", None) or []), *(args.set_overrides or [])]
+    if args.benchmarks_csv:
+        extra = [b.strip() for b in args.benchmarks_csv.split(",") if b.strip()]
+        args.benchmarks = [*(args.benchmarks or []), *extra]
     given: dict[str, Any] = {}
     for flag, names in _FLAG_PARAMS.items():
         value = getattr(args, flag, None)
@@ -484,8 +489,13 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", help="training method (sets the recipe's method)")
     p.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="recipe overrides")
     p.add_argument(
+        "--set", dest="set_overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="a recipe override (repeatable; same as the positional form)",
+    )  # fmt: skip
+    p.add_argument(
         "--benchmark", dest="benchmarks", action="append", help="evaluation benchmark (repeat)"
     )
+    p.add_argument("--benchmarks", dest="benchmarks_csv", help="comma-separated benchmarks")
     p.add_argument(
         "--param", action="append", metavar="NAME=VALUE", help="any other pipeline parameter"
     )

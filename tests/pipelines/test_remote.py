@@ -407,8 +407,8 @@ def test_submit_the_project_pipeline_sends_its_secrets_by_name_and_checked_param
     fake_kfp, project_package, capsys
 ):
     rc = _submit(
-        fake_kfp, project_package, "--method", "commit", "--benchmark", "vision",
-        "train.steps=20",
+        fake_kfp, project_package, "--method", "commit", "--benchmarks", "vision",
+        "--set", "train.steps=20",
     )  # fmt: skip
     assert rc == 0, capsys.readouterr().err
     upload = fake_kfp.calls("POST", "/pipelines/upload")[0]
