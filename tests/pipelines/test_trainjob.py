@@ -14,11 +14,13 @@ import re
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from pipelines import platform, trainjob
 from pipelines.trainjob import TrainJobError, TrainJobLauncher, TrainJobSpec
+from tests.commit_train.conftest import moto, s3  # noqa: F401 (S3 on a moto server)
 from tests.pipelines.kube_emulator import k8s  # noqa: F401
 
 NS = "kubeflow"
@@ -389,3 +391,53 @@ def test_the_launcher_needs_only_the_rbac_rules_it_declares(k8s):
         used.add((r.resource.group or "", resource, verbs[r.action.name]))
     assert used <= allowed, used - allowed
     assert ("", "pods/log", "get") in used and (trainjob.GROUP, "trainjobs", "delete") in used
+
+
+# ------------------------------------------------------------- launch, end to end
+
+
+def test_launch_publishes_the_dataset_and_runs_the_trainjob_of_the_task(k8s, s3, tmp_path):
+    """What the component does: the staged dataset (here on KFP's own store, so only a
+    local copy is readable) goes next to the run on S3, and the TrainJob's command trains
+    from it into <checkpoint_root>/<run>/<task>, resuming."""
+    from pipelines.commit_pipeline import recipe_parameter
+
+    root = Path(__file__).resolve().parents[2]
+    recipe = recipe_parameter((root / "recipes" / "builtin_vision.yaml").read_text())
+    staged = tmp_path / "dataset"
+    staged.mkdir()
+    (staged / "train.jsonl").write_text('{"id": "a"}\n')
+    (staged / "val.jsonl").write_text('{"id": "b"}\n')
+    name = trainjob.trainjob_name(RUN_ID, "train-distributed")
+    ctl = Controller(k8s)
+
+    def controller():
+        ctl.wait_created(name)
+        ctl.pod(name, 0, "Running", {"running": {}}, ready=True)
+        ctl.condition(name, "Complete")
+
+    t = _in_thread(controller)
+    uri = trainjob.launch(
+        recipe=recipe, overrides=["train.steps=40"], method="commit",
+        dataset_uri="minio://mlpipeline/v2/artifacts/x/dataset", dataset_path=str(staged),
+        checkpoint_root=s3.uri("checkpoints"), run_id=RUN_ID, task="train-distributed",
+        num_nodes=3, procs_per_node=4, task_config=TASK_CONFIG,
+        image="registry.example/commit-mlops:0.1.0", launcher=_launcher(k8s),
+    )  # fmt: skip
+    t.join(5)
+    assert uri == s3.uri("checkpoints", RUN_ID, "train-distributed")
+    assert {"checkpoints/" + f"{RUN_ID}/train-distributed/data/{f}" for f in
+            ("train.jsonl", "val.jsonl")} <= set(s3.keys("checkpoints/"))  # fmt: skip
+    job = ctl.wait_created(name)
+    tr = job["spec"]["trainer"]
+    assert tr["numNodes"] == 3 and tr["numProcPerNode"] == 4
+    assert tr["resourcesPerNode"] == TASK_CONFIG["resources"]
+    assert tr["args"] == [
+        "train.steps=40", "tracking.uri=", "method=commit",
+        f"data.train={uri}/data/train.jsonl", f"data.val={uri}/data/val.jsonl", "data.root=",
+        "--output-dir", uri, "--resume",
+    ]  # fmt: skip
+    env = {e["name"]: e for e in tr["env"]}
+    assert env["COMMIT_RECIPE"]["value"] == recipe
+    assert "value" not in env["AWS_SECRET_ACCESS_KEY"]  # a secretKeyRef, not the test's key
+    assert job["metadata"]["labels"][trainjob.RUN_LABEL] == RUN_ID
