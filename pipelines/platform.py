@@ -56,3 +56,19 @@ CLUSTER_CHECKPOINT_ROOT = f"s3://{BUCKET}/checkpoints"
 #: Kubeflow Trainer v2 runtime our multi-node TrainJobs reference.
 TRAINER_API_VERSION = "trainer.kubeflow.org/v1alpha1"
 TRAINING_RUNTIME = "commit-torch-distributed"
+
+# --- The stack k8s/ deploys (k8s/base); `commit k8s doctor` checks these objects. ---
+#: PostgreSQL credentials of MLflow's backend store (namespace STACK_NAMESPACE only).
+POSTGRES_SECRET = "commit-postgres-credentials"
+POSTGRES_SECRET_KEYS = ("POSTGRES_USER", "POSTGRES_PASSWORD")
+#: Services (name, port) the doctor reaches through the API server's service proxy.
+MLFLOW_SERVICE = ("mlflow", 5000)
+KFP_API_SERVICE = ("ml-pipeline", 8888)
+#: Workloads of the stack: the MLflow Deployment, the Postgres StatefulSet (its PVC is
+#: data-postgres-0) and the Job that creates BUCKET.
+MLFLOW_DEPLOYMENT = "mlflow"
+POSTGRES_STATEFULSET = "postgres"
+POSTGRES_PVC = "data-postgres-0"
+BUCKET_JOB = "s3-bucket-init"
+#: MLflow server image (k8s/mlflow-server/Dockerfile): mlflow + psycopg2 + boto3.
+MLFLOW_SERVER_IMAGE = "commit-mlflow-server:3.17.2"
