@@ -10,7 +10,10 @@ Layout of ``<output_dir>/checkpoints/step-0000050/``::
                                balance state (κ history, LR ratio: the CoMMIT issue fills it)
 
 A checkpoint is written into ``step-N.tmp`` and renamed when complete, so a kill never
-leaves a directory that :func:`latest_checkpoint` would pick up half-written.
+leaves a directory that :func:`latest_checkpoint` would pick up half-written. Nor is one
+written from NaN/inf weights or optimizer state (:class:`NonFiniteState`): every
+checkpoint that exists is one a run can resume from, so "the last checkpoint" is always
+"the last good state".
 """
 
 from __future__ import annotations
@@ -29,8 +32,47 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from commit_train.errors import TrainingDiverged
+
 log = logging.getLogger(__name__)
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+class NonFiniteState(TrainingDiverged):
+    """The state to checkpoint holds NaN/inf; nothing was written."""
+
+    def __init__(self, step: int, bad: list[str], total: int):
+        self.step, self.bad, self.total = step, bad, total
+        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        super().__init__(
+            f"checkpoint of step {step} not written: {len(bad)} of {total} tensors hold "
+            f"NaN or inf ({shown}); training diverged, the previous checkpoint is the last "
+            "good state. Lower train.lr_encoder / train.lr_llm or enable train.max_grad_norm"
+        )
+
+
+def nonfinite_tensors(
+    model: nn.Module, optimizers: dict[str, torch.optim.Optimizer | None]
+) -> tuple[list[str], int]:
+    """Names of the trainable parameters and optimizer-state tensors holding NaN/inf, and
+    how many tensors were checked."""
+    bad: list[str] = []
+    total = 0
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            total += 1
+            if not bool(torch.isfinite(p.detach()).all()):
+                bad.append(name)
+    for side, opt in optimizers.items():
+        if opt is None:
+            continue
+        for i, st in enumerate(opt.state.values()):
+            for key, t in st.items():
+                if isinstance(t, torch.Tensor) and t.is_floating_point():
+                    total += 1
+                    if not bool(torch.isfinite(t).all()):
+                        bad.append(f"optim-{side}[{i}].{key}")
+    return bad, total
 
 
 def checkpoint_root(output_dir: str | Path) -> Path:
@@ -87,7 +129,12 @@ def save_checkpoint(
     """Write a complete checkpoint atomically. Call on every process (RNG is per rank).
 
     ``barrier`` synchronises processes (``accelerator.wait_for_everyone``) under DDP.
+    Raises :class:`NonFiniteState` (before writing anything) if the weights or optimizer
+    state hold NaN/inf; every process checks its replica, so all of them raise together.
     """
+    bad, total = nonfinite_tensors(model, optimizers)
+    if bad:
+        raise NonFiniteState(step, bad, total)
     sync = barrier or (lambda: None)
     root = checkpoint_root(output_dir)
     final = root / f"step-{step:07d}"

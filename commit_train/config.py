@@ -76,7 +76,9 @@ def _takes_bool(annotation: Any) -> bool:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: ``train.lr_llm=.inf`` passed validation and the run diverged at
+    # step 2; no number of a recipe has a meaning at infinity or NaN.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod

@@ -25,7 +25,13 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from commit_train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from commit_train import storage
+from commit_train.checkpoint import (
+    NonFiniteState,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from commit_train.checkpoint_remote import RemoteRun
 from commit_train.config import RunConfig
 from commit_train.data.collate import Collator, RecordDataset
@@ -248,13 +254,39 @@ class Trainer:
             0.0 if math.isfinite(float(loss.detach())) else 1.0, device=self.acc.device
         )
         if float(self.acc.reduce(bad, reduction="sum")) > 0:
-            path = self._checkpoint(step)
+            what = f"loss became {float(loss.detach())} at step {step + 1}; stopped."
+            fix = (
+                "Lower train.lr_encoder / train.lr_llm, enable train.max_grad_norm, or use "
+                "train.precision=bf16 instead of fp16"
+            )
+            try:
+                path = self._checkpoint(step)
+            except NonFiniteState as e:
+                # The weights are already NaN/inf: saving them would name a checkpoint
+                # nobody can resume from as "good".
+                last = latest_checkpoint(self.output_dir)
+                where = (
+                    f"the last good checkpoint is {self._shown(last)}; {fix}, then resume "
+                    "with --resume."
+                    if last is not None
+                    else f"there is no earlier checkpoint; {fix} and start again."
+                )
+                raise TrainingDiverged(
+                    f"{what} The weights are already non-finite ({len(e.bad)} of {e.total} "
+                    f"tensors hold NaN or inf), so no checkpoint was written for this step: "
+                    f"{where}"
+                ) from None
             raise TrainingDiverged(
-                f"loss became {float(loss.detach())} at step {step + 1}; stopped. The last good state "
-                f"is saved in {path}. Lower train.lr_encoder / train.lr_llm, enable "
-                "train.max_grad_norm, or use train.precision=bf16 instead of fp16, then "
+                f"{what} The last good state is saved in {self._shown(path)}. {fix}, then "
                 "resume with --resume."
             )
+
+    def _shown(self, path: Path) -> str:
+        """Where a checkpoint is for the user: its S3 URI for an s3:// run (the local
+        staging copy is removed when the run fails)."""
+        if self.remote is None:
+            return str(path)
+        return storage.join(self.remote.checkpoints_uri, path.name)
 
     def _step(self, batches, step: int) -> dict[str, float]:
         cfg = self.cfg.train

@@ -126,3 +126,20 @@ def test_yes_no_on_off_stay_strings_and_still_set_booleans(tmp_path):
     assert cfg.data.skip_bad is True and cfg.tracking.enabled is False
     with pytest.raises(ConfigError, match="tracking.run_name: .*boolean"):
         load_config(path, ["tracking.run_name=true"])
+
+
+# ---- non-finite numbers (issue 16.5) ---------------------------------------------------------
+@pytest.mark.parametrize(
+    "override",
+    [
+        "train.lr_llm=.inf",
+        "train.lr_encoder=.nan",
+        "train.betas=[0.9, .nan]",
+        "train.max_grad_norm=.inf",
+    ],
+)
+def test_non_finite_numbers_are_rejected(tmp_path, override):
+    """``train.lr_llm=.inf`` passed validation and the run diverged at step 2."""
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"{key}(\.1)?: .*finite"):
+        load_config(_write(tmp_path, BASE), [override])

@@ -173,3 +173,53 @@ def test_media_outside_the_data_root_fail_before_training(tiny_parts, tmp_path):
     with pytest.raises(DataError, match=r"train\.jsonl:1: field 'media'.*outside the dataset root"):
         train(validate(raw))
     assert not (tmp_path / "run").exists()
+
+
+class _CorruptAfter(StepHooks):
+    """Sets every trainable weight to NaN after optimizer step ``step`` (0-based)."""
+
+    def __init__(self, step):
+        self.step = step
+        self.trainer = None
+
+    def after_step(self, step, stepped):
+        if step == self.step:
+            with torch.no_grad():
+                for p in self.trainer.mlm.parameters():
+                    if p.requires_grad:
+                        p.fill_(float("nan"))
+        return {}
+
+
+def test_non_finite_weights_are_never_called_a_good_checkpoint(tiny_parts, tmp_path):
+    """Issue 16.5: the loss turns NaN because the weights did; the checkpoint of that step
+    would hold NaN, so none is written and the message names the last finite one."""
+    from commit_train.trainer import Trainer
+
+    cfg = validate(tiny_recipe_dict(tiny_parts, tmp_path / "run", eval_every=0))
+    hooks = _CorruptAfter(3)  # after the 4th step; step-0000003 was saved before it
+    trainer = Trainer(cfg, hooks=hooks)
+    hooks.trainer = trainer
+    with pytest.raises(TrainingDiverged) as e:
+        trainer.fit()
+    msg = str(e.value)
+    assert "at step 5" in msg and "no checkpoint was written" in msg
+    assert "step-0000003" in msg and "--resume" in msg
+    root = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["step-0000003"]
+    tensors = load_file(str(root / "step-0000003" / "trainable.safetensors"))
+    assert all(torch.isfinite(t).all() for t in tensors.values())
+
+
+def test_save_checkpoint_refuses_non_finite_state(tmp_path):
+    from commit_train.checkpoint import NonFiniteState, save_checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    with torch.no_grad():
+        model.bias[0] = float("inf")
+    with pytest.raises(NonFiniteState, match=r"1 of 8 tensors hold NaN or inf \(bias\)"):
+        save_checkpoint(tmp_path, 7, model, {"llm": opt}, {})
+    assert not (tmp_path / "checkpoints").exists()
