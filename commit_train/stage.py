@@ -104,12 +104,20 @@ def _validated(
     media_roots: tuple[Path, ...] = (),
 ) -> tuple[list[Record], dict[str, Any]]:
     records, report = read_records(
-        jsonl, root=root, modality=modality, skip_bad=not strict, media_roots=media_roots
+        jsonl,
+        root=root,
+        modality=modality,
+        skip_bad=not strict,
+        media_roots=media_roots,
+        hint="Fix these records, or stage without --strict to drop them (the manifest lists "
+        "each one and why).",
     )
     out = report.to_dict()
     out["path"] = name
     for p in out["problems"]:
         p["file"] = name
+        # Paths relative to the source: the manifest must not depend on where it ran.
+        p["message"] = p["message"].replace(f"{root}/", "").replace(str(jsonl), name)
     if report.n_bad:
         log.warning("%s", report.summary().replace(str(jsonl), name))
     return records, out

@@ -49,6 +49,11 @@ from commit_train.sampler import ResumableBatchSampler
 from commit_train.tracking import RunTracker
 
 log = logging.getLogger(__name__)
+#: how a training run can go on despite bad records (read_records names it in its error)
+SKIP_BAD_HINT = (
+    "Fix these records, or set data.skip_bad=true to skip them and count them in the run's "
+    "data report."
+)
 
 
 @dataclass
@@ -203,6 +208,7 @@ class Trainer:
             modality=self.cfg.model.modality,
             skip_bad=data.skip_bad,
             media_roots=media_roots(spec),
+            hint=SKIP_BAD_HINT,
         )
         if report.n_bad and self.main:
             log.warning("%s", report.summary())

@@ -126,7 +126,9 @@ class ValidationReport:
             "problems": [asdict(p) for p in self.problems],
         }
 
-    def error_message(self, hint: bool = True) -> str:
+    def error_message(self, hint: str | None = None) -> str:
+        """Every problem (capped), then ``hint``: what the *calling command* offers
+        (``data.skip_bad`` in training, no ``--strict`` in staging); None adds nothing."""
         shown = "\n".join(f"  {p}" for p in self.problems[:MAX_LISTED])
         rest = len(self.problems) - MAX_LISTED
         more = f"\n  ... and {rest} more problem(s)" if rest > 0 else ""
@@ -135,10 +137,7 @@ class ValidationReport:
             f"({self.n_bad} of {self.n_records} records bad):\n{shown}{more}"
         )
         if hint:
-            text += (
-                "\nFix these records, or set data.skip_bad=true to skip them and count "
-                "them in the run's data report."
-            )
+            text += "\n" + hint
         return text
 
 
@@ -300,6 +299,7 @@ def read_records(
     check_media: bool = True,
     sampling_rate: int | None = None,
     media_roots: Sequence[str | Path] = (),
+    hint: str | None = None,
 ) -> tuple[list[Record], ValidationReport]:
     """Read and validate a canonical JSONL file.
 
@@ -313,6 +313,7 @@ def read_records(
       sampling_rate: the rate audio will be resampled to, named in rate problems.
       media_roots: further folders media may lie in besides ``root`` (a format source's
         own option, e.g. A-OKVQA's ``coco_root``); anything else outside is rejected.
+      hint: the last line of the error, naming what the calling command offers.
 
     Returns the good records in file order and the :class:`ValidationReport`.
     Raises :class:`DataError` if the file is missing, holds no records, or (unless
@@ -385,7 +386,9 @@ def read_records(
         first_line_of[record.id] = lineno
         candidates.append((lineno, record))
 
-    return _finish(report, candidates, root, sampling_rate, media_roots, check_media, skip_bad)
+    return _finish(
+        report, candidates, root, sampling_rate, media_roots, check_media, skip_bad, hint
+    )
 
 
 def _finish(
@@ -396,6 +399,7 @@ def _finish(
     media_roots: Sequence[str | Path],
     check_media: bool,
     skip_bad: bool,
+    hint: str | None = None,
 ) -> tuple[list[Record], ValidationReport]:
     """The media pass over records whose fields are valid, then the verdict."""
     extra = [Path(m) for m in media_roots]
@@ -424,11 +428,11 @@ def _finish(
     if report.n_records == 0:
         raise DataError(f"dataset file {report.path} contains no records")
     if report.problems and not skip_bad:
-        raise DataError(report.error_message())
+        raise DataError(report.error_message(hint))
     if not good:
         raise DataError(
             f"every record of {report.path} is bad, nothing is left to use. "
-            + report.error_message(hint=False)
+            + report.error_message()
         )
     return good, report
 

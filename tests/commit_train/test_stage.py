@@ -231,3 +231,14 @@ def test_stage_never_copies_media_from_outside_the_root(tiny_parts, tmp_path):
     assert not any(sha in rel for rel in m.manifest["files"])
     with pytest.raises(DataError, match="outside the dataset root"):
         stage(str(src_dir / "d.jsonl"), str(tmp_path / "strict"), strict=True)
+
+
+def test_manifest_messages_hold_no_absolute_paths(tiny_parts, tmp_path):
+    """Issue 16.8: rejected-record messages name media relative to the source."""
+    src = _unsplit_source(tiny_parts, tmp_path)
+    m = stage(str(src), str(tmp_path / "a"), media_root=str(tiny_parts["train"].parent))
+    text = json.dumps(m.manifest["rejected"])
+    assert "images/none.png" in text and str(tiny_parts["train"].parent) not in text
+    with pytest.raises(DataError) as e:
+        stage(str(src), str(tmp_path / "s"), strict=True)
+    assert "--strict" in str(e.value) and "skip_bad" not in str(e.value)

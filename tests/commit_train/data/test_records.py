@@ -99,7 +99,7 @@ def test_every_problem_is_reported_with_file_line_and_field(bad_dataset):
     msg = str(exc.value)
     for line, field, _ in EXPECTED:
         assert f"{bad_dataset}:{line}: field '{field}'" in msg, (line, field, msg)
-    assert "data.skip_bad=true" in msg
+    assert "data.skip_bad" not in msg  # no hint naming an option of another command
     assert "line 1" in msg  # the duplicate names where the id was first used
     assert f"{len(EXPECTED)} problem(s)" in msg
 
@@ -269,3 +269,10 @@ def test_truncated_wav_is_a_problem_with_file_and_line(tmp_path):
         read_records(tmp_path / "d.jsonl")
     records, report = read_records(tmp_path / "d.jsonl", skip_bad=True)
     assert [r.id for r in records] == ["ok"] and report.counts == {"audio_truncated": 1}
+
+
+def test_the_hint_is_the_callers(bad_dataset):
+    """Issue 16.8: evaluate and stage have no data.skip_bad; the caller names its option."""
+    with pytest.raises(DataError) as exc:
+        read_records(bad_dataset, hint="Run without --strict.")
+    assert str(exc.value).endswith("\nRun without --strict.")
