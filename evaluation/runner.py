@@ -105,6 +105,34 @@ def generate_answers(
     return out
 
 
+def prepare_benchmark(
+    benchmark: str,
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    limit: int | None = None,
+) -> BenchmarkData:
+    """The benchmark's records (first ``limit``), every one validated as training does:
+    fields, one modality for all (the model has one encoder; before, only the first record
+    was looked at and a record of the other modality crashed after the model was loaded),
+    media inside the dataset root and readable. Call it before starting an MLflow run or
+    loading a model, so bad input fails at once and leaves nothing behind."""
+    data: BenchmarkData = load_benchmark(benchmark, split, data_dir=data_dir)
+    records = data.records[:limit] if limit else data.records
+    if not records:
+        raise DataError(f"benchmark {benchmark!r} split {split!r} has no records to evaluate")
+    # Format loaders' records have not been through read_records.
+    records, _ = validate_records(
+        records,
+        data.root,
+        f"{data.name}:{split}",
+        modality=records[0].modality,
+        hint="Fix these records (evaluation scores every one), or stage the dataset with "
+        "`commit stage`, which drops bad records and lists them in its manifest.",
+    )
+    data.records = records
+    return data
+
+
 def evaluate_model(
     model: str | Path,
     benchmark: str,
@@ -128,13 +156,8 @@ def evaluate_model(
     if is_registry_uri(model):  # models:/name@champion -> a cached local copy
         model = resolve_model_uri(model)
         system_prompt = system_prompt if system_prompt is not None else trained_system_prompt(model)
-    data: BenchmarkData = load_benchmark(benchmark, split, data_dir=data_dir)
-    records = data.records[:limit] if limit else data.records
-    if not records:
-        raise DataError(f"benchmark {benchmark!r} split {split!r} has no records to evaluate")
-    # Every record, as training checks them: fields, media inside the dataset root and
-    # readable. Format loaders' records have not been through read_records.
-    records, _ = validate_records(records, data.root, f"{data.name}:{split}")
+    data = prepare_benchmark(benchmark, split, data_dir=data_dir, limit=limit)
+    records = data.records
     cfg = ModelConfig(path=str(model), modality=records[0].modality)
     mlm, processor = load_model(cfg)
     if processor.modality != records[0].modality:

@@ -446,6 +446,7 @@ def validate_records(
     check_media: bool = True,
     sampling_rate: int | None = None,
     media_roots: Sequence[str | Path] = (),
+    hint: str | None = None,
 ) -> tuple[list[Record], ValidationReport]:
     """The checks of :func:`read_records` for records already in memory (a format
     loader's), so evaluation checks every record up front exactly like training does.
@@ -472,7 +473,7 @@ def validate_records(
         first[record.id] = n
         candidates.append((n, record))
     return _finish(
-        report, candidates, Path(root), sampling_rate, media_roots, check_media, skip_bad
+        report, candidates, Path(root), sampling_rate, media_roots, check_media, skip_bad, hint
     )
 
 

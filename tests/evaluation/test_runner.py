@@ -178,3 +178,27 @@ def test_format_benchmark_records_are_confined_to_the_data_dir(tiny_model_dir, t
             tiny_model_dir, "textvqa", split="val", data_dir=root, output_dir=tmp_path / "o"
         )
     assert not (tmp_path / "o").exists()
+
+
+def test_every_record_is_checked_before_the_model_loads(tiny_parts, tmp_path, monkeypatch):
+    """Issue 16.6: a record of the other modality crashed after loading the model (only the
+    first record was looked at)."""
+    import numpy as np
+    import soundfile as sf
+
+    lines = tiny_parts["val"].read_text().splitlines()[:2]
+    recs = [json.loads(line) for line in lines]
+    for r in recs:
+        r["media"] = str(tiny_parts["val"].parent / r["media"])
+    (tmp_path / "images").mkdir()
+    for i, r in enumerate(recs):
+        shutil.copyfile(r["media"], tmp_path / "images" / f"{i}.png")
+        r["media"] = f"images/{i}.png"
+    sf.write(tmp_path / "a.wav", np.zeros(1600, dtype=np.float32), 16000)
+    recs[1].update(modality="audio", media="a.wav")
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    loads = []
+    monkeypatch.setattr("evaluation.runner.load_model", lambda *a, **k: loads.append(a))
+    with pytest.raises(DataError, match=r"b:test:2: field 'modality'") as e:
+        evaluate_model("unused-model", str(tmp_path / "b.jsonl"), output_dir=tmp_path / "o")
+    assert loads == [] and "skip_bad" not in str(e.value)
