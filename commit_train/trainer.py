@@ -11,6 +11,7 @@ and outputs are paths, nothing global.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -49,10 +50,12 @@ from commit_train.sampler import ResumableBatchSampler
 from commit_train.tracking import RunTracker
 
 log = logging.getLogger(__name__)
+#: the records data.skip_bad dropped (file, line, field, reason), in the run dir and MLflow
+SKIPPED_NAME = "skipped_records.jsonl"
 #: how a training run can go on despite bad records (read_records names it in its error)
 SKIP_BAD_HINT = (
-    "Fix these records, or set data.skip_bad=true to skip them and count them in the run's "
-    "data report."
+    "Fix these records, or set data.skip_bad=true to skip them (listed in the run's "
+    f"{SKIPPED_NAME} and its MLflow artifacts)."
 )
 
 
@@ -212,6 +215,11 @@ class Trainer:
         )
         if report.n_bad and self.main:
             log.warning("%s", report.summary())
+        self.skipped = getattr(self, "skipped", []) + [
+            {"split": split, "file": p.file, "line": p.line, "field": p.field,
+             "reason": p.reason, "message": p.message}
+            for p in report.problems
+        ]  # fmt: skip
         return (records[:limit] if limit else records), root
 
     def _loader(self, start_micro_batch: int) -> DataLoader:
@@ -439,6 +447,11 @@ class Trainer:
         status = "FAILED"
         with tracker:
             self.run_id = tracker.run_id
+            if self.main and getattr(self, "skipped", None):  # data.skip_bad dropped these
+                path = self.output_dir / SKIPPED_NAME
+                path.write_text("".join(json.dumps(r) + "\n" for r in self.skipped))
+                tracker.log_artifact(path, "")
+                log.warning("%d skipped record(s) listed in %s", len(self.skipped), path)
             try:
                 result = self._fit_loop(tracker)
                 status = "FINISHED"

@@ -130,6 +130,15 @@ def test_bad_records_fail_before_training(tiny_parts, tmp_path):
     raw["train"]["steps"] = 1
     result = train(validate(raw))
     assert (result.model_dir / "model.safetensors").is_file()
+    # Issue 16.7: the skipped records are listed in the run dir and in MLflow.
+    rows = [
+        json.loads(x)
+        for x in (result.output_dir / "skipped_records.jsonl").read_text().splitlines()
+    ]
+    assert [(r["line"], r["reason"]) for r in rows] == [(3, "media_missing"), (6, "missing_field")]
+    assert all(r["file"] == str(bad) and r["split"] == "train" for r in rows)
+    client = MlflowClient(tracking_uri=raw["tracking"]["uri"])
+    assert "skipped_records.jsonl" in {a.path for a in client.list_artifacts(result.run_id)}
 
 
 def test_projector_lr_is_its_own_group_and_follows_the_schedule(tiny_parts, tmp_path):
