@@ -19,6 +19,7 @@ training.
 
 from __future__ import annotations
 
+import logging
 import string
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from commit_train.data.records import Record
 from commit_train.errors import ConfigError, DataError
 from commit_train.modeling.base import MultimodalProcessor
 
+log = logging.getLogger(__name__)
 # Private-use code points: no real text contains them and chat templates pass them through.
 _QUESTION_MARK = "\ue000"
 _LETTERS = string.ascii_uppercase
@@ -101,6 +103,7 @@ class Collator:
         self.max_length = int(max_length)
         self.system_prompt = system_prompt
         self.prompt_only = prompt_only
+        self.n_truncated = 0  # examples whose question was cut to fit max_length
         self.root = Path(root) if root is not None else None
         self.num_media_tokens = int(processor.num_media_tokens())
         self.media_token_id = processor.media_token_id
@@ -208,9 +211,19 @@ class Collator:
             - self.max_length
         )
         if overflow > 0:
+            # Keep the question's end: that is where the actual ask usually is ("... what
+            # colour is it?"), and counted/warned so a too-small data.max_length is seen.
             cut = min(overflow, len(question))
-            question = question[: len(question) - cut]
+            question = question[cut:]
             overflow -= cut
+            self.n_truncated += 1
+            if self.n_truncated == 1:
+                log.warning(
+                    "record %r: prompt longer than data.max_length=%d; the question is cut "
+                    "from its start (further ones are counted in Collator.n_truncated)",
+                    record.id,
+                    self.max_length,
+                )
         if overflow > 0:
             cut = min(overflow, len(choices))
             choices = choices[: len(choices) - cut]

@@ -177,3 +177,20 @@ def test_bad_inputs_are_named(tmp_path, image_records, plain_tokenizer):
 def test_format_choices():
     assert format_choices(["x", "y"]) == "A. x\nB. y"
     assert format_choices([str(i) for i in range(28)]).splitlines()[-1] == "AB. 27"
+
+
+def test_truncation_keeps_the_end_of_the_question_and_counts(tmp_path, image_records, caplog):
+    """Issue 16.7: the question was cut from its end silently; the ask is at the end."""
+    tok = make_tokenizer(chat=True)
+    proc = TinyImageProcessor(tok, n_tokens=4)
+    question = "seven eight nine zero one two three " * 8 + "What kind of clothing item is this?"
+    rec = Record("long", "image", "a.png", question, ["sneaker"])
+    col = Collator(proc, max_length=40, root=tmp_path)
+    with caplog.at_level("WARNING", logger="commit_train.data.collate"):
+        ids, labels = col.encode_record(rec)
+        col.encode_record(rec)
+    assert len(ids) == 40 and col.n_truncated == 2
+    prompt = tok.decode([i for i, lab in zip(ids, labels, strict=True) if lab == -100])
+    assert "clothing item is this?" in prompt
+    assert tok.decode([lab for lab in labels if lab != -100][:-1]).strip() == "sneaker"
+    assert caplog.text.count("longer than data.max_length=40") == 1
