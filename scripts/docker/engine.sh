@@ -60,8 +60,10 @@ docker_engine_stop() {
   echo "docker engine: stopped (pid $COMMIT_DOCKERD_PID)"
   COMMIT_DOCKERD_PID=""
   if [ "${COMMIT_DOCKER_KEEP:-0}" != 1 ] && [ -n "${COMMIT_DOCKER_DIR:-}" ]; then
-    # overlay mounts are gone once dockerd has exited; the data root can go.
-    umount -R "$COMMIT_DOCKER_DIR/data" 2>/dev/null || true
+    # What dockerd left mounted under its dirs (the netns of the host network, overlays after a
+    # hard kill), deepest first; then the dirs can go.
+    awk -v d="$COMMIT_DOCKER_DIR/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r |
+      while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
     rm -rf "$COMMIT_DOCKER_DIR"
   fi
 }
