@@ -158,49 +158,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from evaluation.tracked import evaluate_tracked
 
-    import yaml
-
-    from commit_train.config import TrackingConfig
-    from commit_train.tracking import RunTracker
-    from commit_train.trainer import RECIPE_NAME
-    from evaluation.runner import evaluate_model
-
-    if (
-        args.batch_size < 1
-        or args.max_new_tokens < 1
-        or (args.limit is not None and args.limit < 1)
-    ):
-        raise CommitError("--batch-size, --max-new-tokens and --limit must be positive")
-    recipe = Path(args.model) / RECIPE_NAME
-    system_prompt = None
-    if recipe.is_file():  # evaluate with the prompt the model was trained with
-        system_prompt = (yaml.safe_load(recipe.read_text()).get("data") or {}).get("system_prompt")
-    tracker = RunTracker(
-        TrackingConfig(experiment=args.experiment, log_model=False),
-        params={
-            "eval.model": args.model,
-            "eval.benchmark": args.benchmark,
-            "eval.split": args.split,
-        },
-        tags={"stage": "evaluate", "benchmark": args.benchmark},
+    result = evaluate_tracked(
+        args.model,
+        args.benchmark,
+        split=args.split,
+        output_dir=args.output_dir,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        limit=args.limit,
+        data_dir=args.data_dir,
         run_id=args.run_id,
-        enabled=not args.no_tracking,
+        experiment=args.experiment,
+        tracking=not args.no_tracking,
     )
-    with tracker:
-        result = evaluate_model(
-            args.model,
-            args.benchmark,
-            split=args.split,
-            output_dir=args.output_dir,
-            batch_size=args.batch_size,
-            max_new_tokens=args.max_new_tokens,
-            limit=args.limit,
-            data_dir=args.data_dir,
-            system_prompt=system_prompt,
-            tracking=tracker if not args.no_tracking else None,
-        )
     width = max(len(k) for k in result.metrics)
     print(f"{result.benchmark}/{result.split}: {result.n} examples")
     for k, v in result.metrics.items():

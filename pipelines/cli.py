@@ -12,7 +12,7 @@ import argparse
 import importlib
 
 #: modules adding ``commit pipeline <command>``; each has ``register(subparsers)``
-PIPELINE_COMMAND_MODULES: tuple[str, ...] = ("pipelines.remote",)
+PIPELINE_COMMAND_MODULES: tuple[str, ...] = ("pipelines.remote", "pipelines.commands")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
