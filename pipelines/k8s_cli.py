@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-K8S_COMMAND_MODULES: tuple[str, ...] = ()
+K8S_COMMAND_MODULES: tuple[str, ...] = ("pipelines.doctor",)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
