@@ -12,7 +12,6 @@ from pipelines.platform import component_image
 def evaluate(
     model: Input[Model],
     benchmark: str,
-    mlflow_run_id: str,
     metrics: Output[Metrics],
     report: Output[Markdown],
     split: str = "test",
@@ -22,14 +21,18 @@ def evaluate(
     data_dir: str = "",
 ) -> NamedTuple("EvalOutputs", [("accuracy", float), ("n", int)]):
     """Score the model with :func:`evaluation.tracked.evaluate_tracked`: answers,
-    ``eval/<benchmark>/<metric>`` logged into the training run (``mlflow_run_id``; empty:
-    a new run), the report as a KFP Markdown artifact."""
+    ``eval/<benchmark>/<metric>`` logged into the training run (the model artifact's
+    ``mlflow_run_id`` metadata; none: a new run), the report as a KFP Markdown artifact.
+
+    The run id travels on the model, not as a parameter: kfp.local 2.17.3 resolves an
+    upstream task's output parameter inside ``dsl.ParallelFor`` to the loop item."""
     import shutil
     from collections import namedtuple
     from pathlib import Path
 
     from evaluation.tracked import evaluate_tracked
 
+    mlflow_run_id = model.metadata.get("mlflow_run_id", "")
     out = Path(report.path).parent / "results"
     result = evaluate_tracked(
         model.path, benchmark, split=split, output_dir=out, batch_size=batch_size,

@@ -3,23 +3,33 @@
 from typing import NamedTuple
 
 from kfp import dsl
+from kfp.dsl import Metrics, Output
 
 from pipelines.platform import component_image
 
 
 @dsl.component(base_image=component_image(), install_kfp_package=False)
 def check_gate(
-    mlflow_run_id: str, gate_metric: str, gate_threshold: float, higher_is_better: bool = True
-) -> NamedTuple("GateOutputs", [("passed", bool), ("value", float)]):
+    mlflow_run_id: str,
+    gate_metric: str,
+    gate_threshold: float,
+    gate: Output[Metrics],
+    higher_is_better: bool = True,
+) -> bool:
     """Does the run's ``gate_metric`` reach ``gate_threshold``
-    (:func:`commit_train.orchestration.check_gate`)? ``register`` runs only if it does."""
-    from collections import namedtuple
+    (:func:`commit_train.orchestration.check_gate`)? ``register`` runs only if it does.
 
-    from commit_train.orchestration import check_gate as gate
+    The decision is the single ``Output`` parameter (the metric value goes to the ``gate``
+    Metrics artifact): kfp.local 2.17.3 resolves a ``dsl.If`` on a task output only when
+    it is named ``Output``; a named output (``passed``) reads as missing and skips."""
+    from commit_train.orchestration import check_gate as decide
 
-    g = gate(mlflow_run_id, gate_metric, gate_threshold, higher_is_better)
+    g = decide(mlflow_run_id, gate_metric, gate_threshold, higher_is_better)
     print(g.describe())
-    return namedtuple("GateOutputs", ["passed", "value"])(g.passed, g.value)
+    if g.value is not None:
+        gate.log_metric("value", g.value)
+    gate.metadata["passed"] = g.passed
+    return g.passed
 
 
 @dsl.component(base_image=component_image(), install_kfp_package=False)

@@ -175,7 +175,6 @@ def build_pipeline(settings: PipelineSettings, recipe_text: str, defaults: dict[
                 scored = evaluate(
                     model=trained.outputs["model"],
                     benchmark=benchmark,
-                    mlflow_run_id=run_id,
                     split=eval_split,
                     limit=eval_limit,
                 )
@@ -190,7 +189,7 @@ def build_pipeline(settings: PipelineSettings, recipe_text: str, defaults: dict[
                 higher_is_better=higher_is_better,
             ).after(scored)
             _configure(gate, s, s.light, s.retry.others, s.timeout_s)
-            with dsl.If(gate.outputs["passed"] == True, name="gate-passed"):  # noqa: E712
+            with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712
                 registered = register(
                     mlflow_run_id=run_id,
                     model_name=model_name,

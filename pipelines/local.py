@@ -143,10 +143,11 @@ def collect(run_dir: Path, result: LocalRunResult) -> LocalRunResult:
             )
         )
     gate = _params(run_dir / "check-gate")
-    if gate:
-        result.gate_passed = bool(gate.get("passed"))
-        result.gate_value = float(gate["value"]) if "value" in gate else None
-    reg = _params(run_dir / "register")
+    if "Output" in gate:
+        result.gate_passed = bool(gate["Output"])
+        value = _artifact(run_dir / "check-gate", "gate").get("metadata", {}).get("value")
+        result.gate_value = float(value) if value is not None else None
+    reg = _params(next(run_dir.glob("**/register"), run_dir / "register"))
     if reg:
         result.version = str(reg.get("version"))
         result.alias = str(reg.get("alias"))
