@@ -56,7 +56,7 @@ def recipe_hash(resolved: dict[str, Any]) -> str:
 def benchmark_name(spec: str) -> str:
     """``builtin:vision`` -> ``vision``; ``textvqa:/data/x`` -> ``textvqa``; a JSONL path ->
     the name of its folder (a dataset directory names its dataset)."""
-    from commit_train.data.sources import _FORMAT_SPEC
+    from commit_train.data.specs import _FORMAT_SPEC
 
     if spec.startswith("builtin:"):
         return spec.split(":", 1)[1]

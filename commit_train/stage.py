@@ -51,7 +51,7 @@ import numpy as np
 from commit_train import storage
 from commit_train.data.builtin import SPLITS, builtin_path, cache_root, make_builtin
 from commit_train.data.records import Record, confined_media, read_records, write_records
-from commit_train.data.sources import media_roots
+from commit_train.data.specs import media_roots
 from commit_train.errors import DataError
 from commit_train.fsutil import atomic_dir
 

@@ -37,7 +37,8 @@ from commit_train.checkpoint_remote import RemoteRun
 from commit_train.config import RunConfig
 from commit_train.data.collate import Collator, RecordDataset
 from commit_train.data.records import read_records
-from commit_train.data.sources import media_roots, resolve_source
+from commit_train.data.sources import resolve_source
+from commit_train.data.specs import media_roots
 from commit_train.errors import TrainingDiverged
 from commit_train.hooks import SIDES, StepHooks
 from commit_train.lr import lr_factor
