@@ -15,19 +15,33 @@ import importlib
 PIPELINE_COMMAND_MODULES: tuple[str, ...] = ("pipelines.remote", "pipelines.commands")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "pipeline",
-        help="compile, run (locally or on a KFP cluster) and schedule the pipeline",
-        description="The Kubeflow Pipelines workflow: stage data -> train -> evaluate -> "
-        "register. Run `commit pipeline <command> --help` for each command.",
-    )
-    sub = p.add_subparsers(dest="pipeline_command", metavar="command")
-    for name in PIPELINE_COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+def command_group(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    modules: tuple[str, ...],
+    **parser_kwargs: str,
+) -> argparse.ArgumentParser:
+    """Add ``commit <name>`` whose subcommands come from ``modules`` (each has
+    ``register(subparsers)``); the group alone prints its help and exits 2."""
+    p = subparsers.add_parser(name, **parser_kwargs)
+    sub = p.add_subparsers(dest=f"{name}_command", metavar="command")
+    for module in modules:
+        importlib.import_module(module).register(sub)
 
     def _help(_args: argparse.Namespace) -> int:
         p.print_help()
         return 2
 
     p.set_defaults(func=_help)
+    return p
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    command_group(
+        subparsers,
+        "pipeline",
+        PIPELINE_COMMAND_MODULES,
+        help="compile, run (locally or on a KFP cluster) and schedule the pipeline",
+        description="The Kubeflow Pipelines workflow: stage data -> train -> evaluate -> "
+        "register. Run `commit pipeline <command> --help` for each command.",
+    )

@@ -7,23 +7,17 @@ K8S_COMMAND_MODULES each add their subcommands with ``register(subparsers)``.
 from __future__ import annotations
 
 import argparse
-import importlib
+
+from pipelines.cli import command_group
 
 K8S_COMMAND_MODULES: tuple[str, ...] = ("pipelines.doctor",)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
+    command_group(
+        subparsers,
         "k8s",
+        K8S_COMMAND_MODULES,
         help="check a Kubernetes cluster for the commit-mlops stack",
         description="Kubernetes tooling. Run `commit k8s <command> --help` for each command.",
     )
-    sub = p.add_subparsers(dest="k8s_command", metavar="command")
-    for name in K8S_COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
-
-    def _help(_args: argparse.Namespace) -> int:
-        p.print_help()
-        return 2
-
-    p.set_defaults(func=_help)
