@@ -11,9 +11,18 @@ without copying weights or taking a tentative step:
 
 KL_S, KL_T and KL_joint compare each to the reference; κ = KL_S / KL_joint and
 share_S = KL_S / (KL_S + KL_T). All probe forwards run without grad, in eval mode (no
-dropout, so they draw nothing from the RNG and do not perturb training), with log-softmax
-in float32. When the model has active dropout the training forward's logits are noisy, so
-the reference is recomputed in eval mode too; otherwise the training logits are reused.
+dropout or stochastic depth, so they draw nothing from the RNG and do not perturb
+training), with log-softmax in float32.
+
+The reference must come from the same (eval-mode) forward as the other three, or the KLs
+carry an LR-independent floor: EfficientNet-Lite0's stochastic depth, for one, is a
+functional call active in training mode that no ``nn.Dropout`` scan sees, and with the
+training logits as reference every vision probe read share ≈ 1 whatever the LRs. Even
+without a stochastic layer, the training forward (with grad) and an eval forward can
+differ by float noise of the order of ``epsilon``, enough to turn a zero-LR probe into a
+reading. So the reference is always recomputed in eval mode; at ``probe_size`` 1 that
+costs one encoder and one LLM forward of one example (measured in BENCHMARKS.md, "Probe
+noise vs cost").
 """
 
 from __future__ import annotations
@@ -26,12 +35,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from commit_train.modeling.base import MultimodalLM, answer_mask
+from commit_train.modeling.base import MultimodalLM
 
 
 def kl_mean(logp_new: torch.Tensor, logp_old: torch.Tensor) -> torch.Tensor:
-    """mean over tokens of KL(p_new || p_old), from float32 log-probs (N, V)."""
-    return (logp_new.exp() * (logp_new - logp_old)).sum(-1).mean()
+    """mean over tokens of KL(p_new || p_old), from float32 log-probs (N, V).
+
+    Entries with p_new = 0 (a ``-inf`` logit, e.g. a masked vocabulary slot) contribute 0,
+    as in the definition, instead of ``0 * (-inf - -inf) = NaN``; an entry with p_new > 0
+    where p_old = 0 gives +inf, which the probe then skips as non-finite.
+    """
+    terms = logp_new.exp() * (logp_new - logp_old)
+    terms = torch.where(torch.isneginf(logp_new), torch.zeros_like(terms), terms)
+    return terms.sum(-1).mean()
 
 
 @dataclass
@@ -125,14 +141,8 @@ class BalanceProbe:
     def capture(self, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> None:
         """Step 1, before any optimizer step: reference distribution and E_t."""
         sub = self._subset(batch)
-        k = sub["input_ids"].shape[0]
-        if self.dropout:
-            feats = self._eval(self._encode, sub)
-            ref = self._eval(self._logp, sub, feats)
-        else:
-            n_sub = int(answer_mask(batch["labels"])[:k].sum())
-            feats = out["features"][:k].detach()
-            ref = F.log_softmax(out["logits"][:n_sub].detach().float(), dim=-1)
+        feats = self._eval(self._encode, sub)
+        ref = self._eval(self._logp, sub, feats)
         self._cache = {"sub": sub, "feats_t": feats, "ref": ref}
 
     def after_encoder_step(self, encoder_stepped: bool) -> None:
@@ -149,17 +159,11 @@ class BalanceProbe:
         if c is None or "p_s" not in c:
             return None
         if llm_stepped:
-            # Both post-step distributions share T_{t+1} and the token ids: one forward of
-            # the subset twice over (E_{t+1} rows, then E_t rows) instead of two.
-            sub = c["sub"]
-            twice = {
-                "input_ids": sub["input_ids"].repeat(2, 1),
-                "attention_mask": sub["attention_mask"].repeat(2, 1),
-                "labels": sub["labels"].repeat(2, 1),
-            }
-            feats = torch.cat([c["feats_t1"], c["feats_t"]], dim=0)
-            both = self._eval(self._logp, twice, feats)
-            p_joint, p_t = both.split(both.shape[0] // 2)
+            # Two forwards of the subset's own shape, not one of twice the batch: a
+            # different batch size changes the matmul blocking, and that float noise
+            # (KL ~1e-7) would read as a step when nothing moved.
+            p_joint = self._eval(self._logp, c["sub"], c["feats_t1"])
+            p_t = self._eval(self._logp, c["sub"], c["feats_t"])
         else:
             p_joint, p_t = c["p_s"], c["ref"]
         kls = torch.stack(

@@ -213,19 +213,55 @@ class TrainConfig(_Section):
         return self
 
 
+#: the coordinated scheduler's update rules (docs/METHOD.md): ``robust`` (default),
+#: ``slow_dominant`` (same decisions, only ever slows the dominant side) and
+#: ``proportional`` (the first rule: every update follows the window mean)
+RULES = ("robust", "slow_dominant", "proportional")
+#: per-rule defaults of the settings left unset (``None``) in a recipe
+RULE_DEFAULTS = {
+    "robust": {"gain": 0.25, "r_min": 0.1, "r_max": 10.0},
+    "slow_dominant": {"gain": 0.25, "r_min": 0.1, "r_max": 10.0},
+    "proportional": {"gain": 1.0, "r_min": 0.01, "r_max": 100.0},
+}
+
+
 class BalanceConfig(_Section):
-    """κ probe, coordinated scheduler and aux loss (METHOD.md §2-§4)."""
+    """κ probe, coordinated scheduler and aux loss (METHOD.md §2-§4, docs/METHOD.md)."""
 
     probe_every: int = Field(10, ge=1)
-    probe_size: int = Field(4, ge=1)
+    # measured noise vs cost (BENCHMARKS.md, "Probe noise vs cost"): size 1 every 10 steps
+    # costs 2.7% and is no noisier per probe than size 4 or 8
+    probe_size: int = Field(1, ge=1)
     epsilon: float = Field(1e-8, gt=0)
     signal: Literal["share", "kappa"] = "share"
+    rule: Literal[RULES] = Field(  # type: ignore[valid-type]
+        "robust", description="scheduler update rule: robust | slow_dominant | proportional"
+    )
     update_every: int = Field(50, ge=1)
-    window: int = Field(5, ge=1, description="probes averaged into the signal")
+    window: int = Field(
+        5, ge=1, description="proportional rule: the last N probes averaged into the signal"
+    )
+    min_probes: int = Field(
+        3, ge=2, description="robust rules: valid probes since the last update needed to move r"
+    )
+    z: float = Field(2.0, ge=0, description="robust rules: dead zone in standard errors")
+    std_floor: float = Field(
+        0.1, gt=0, lt=1, description="robust rules: floor on the per-probe signal std"
+    )
+    freeze_below: float = Field(
+        0.25, ge=0, lt=1, description="robust rules: r frozen once the LR factor falls below"
+    )
+    guard_ratio: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="robust rules: never raise the encoder side when its normalised grad "
+        "norm over the LLM's falls below this fraction of its early value (0 = off)",
+    )
     s_target: float = Field(0.5, gt=0, lt=1)
-    gain: float = Field(1.0, gt=0)
-    r_min: float = Field(0.01, gt=0)
-    r_max: float = Field(100.0, gt=0)
+    gain: float | None = Field(None, gt=0, description="None = the rule's default")
+    r_min: float | None = Field(None, gt=0, description="None = the rule's default")
+    r_max: float | None = Field(None, gt=0, description="None = the rule's default")
     aux: str = "self_distill"
     aux_weight: float = Field(0.1, ge=0, description="λ")
     aux_temperature: float = Field(0.5, gt=0, description="τ")
@@ -242,9 +278,47 @@ class BalanceConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> BalanceConfig:
-        if self.r_min > self.r_max:
-            raise ValueError(f"balance.r_min ({self.r_min}) > balance.r_max ({self.r_max})")
+        if self.lr_bounds[0] > self.lr_bounds[1]:
+            lo, hi = self.lr_bounds
+            raise ValueError(f"balance.r_min ({lo}) > balance.r_max ({hi})")
         return self
+
+    def _resolved(self, name: str) -> float:
+        value = getattr(self, name)
+        return float(RULE_DEFAULTS[self.rule][name] if value is None else value)
+
+    @property
+    def step_gain(self) -> float:
+        """``gain``, or the rule's default (robust rules 0.25, proportional 1)."""
+        return self._resolved("gain")
+
+    @property
+    def lr_bounds(self) -> tuple[float, float]:
+        """(r_min, r_max), each the recipe's value or the rule's default."""
+        return self._resolved("r_min"), self._resolved("r_max")
+
+    def schedule_problems(self) -> list[str]:
+        """Why probe_every/update_every/window cannot drive this rule (empty: they can).
+
+        Only a scheduled method needs them to agree, so the method's set-up raises on these
+        (a baseline that probes rarely, or never, is fine).
+        """
+        per_update = self.update_every // self.probe_every
+        if self.rule == "proportional" and self.window > per_update:
+            return [
+                f"balance.window ({self.window}) > balance.update_every ({self.update_every}) "
+                f"// balance.probe_every ({self.probe_every}) = {per_update}: the window "
+                "would reach back past the previous update and reuse probes it already acted "
+                "on; lower the window or probe more often"
+            ]
+        if self.rule != "proportional" and per_update < self.min_probes:
+            return [
+                f"balance.update_every ({self.update_every}) // balance.probe_every "
+                f"({self.probe_every}) = {per_update} probes per update, fewer than "
+                f"balance.min_probes ({self.min_probes}): the {self.rule} rule would never "
+                "move the LR ratio; raise update_every or probe more often"
+            ]
+        return []
 
 
 class TrackingConfig(_Section):

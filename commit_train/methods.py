@@ -22,14 +22,40 @@ import torch
 
 from commit_train.balance import BalanceProbe
 from commit_train.config import RunConfig
+from commit_train.errors import ConfigError
 from commit_train.hooks import SIDES, StepHooks
 from commit_train.losses import aux_weight, get_aux
+from commit_train.lr import lr_factor
 from commit_train.modeling.base import MultimodalLM
+from commit_train.partition import param_groups
 from commit_train.scheduler import CoordinatedLRScheduler
 
 SCHEDULED = ("commit_sched", "commit")
 WITH_AUX = ("commit_clr", "commit")
 STATIC_FROZEN = {"feature_cd": ("llm",), "language_cd": ("encoder",)}
+
+
+def check_probe_setup(cfg: RunConfig) -> None:
+    """Set-ups the probe or the scheduler cannot serve: a :class:`ConfigError` naming keys.
+
+    * ``projector_side: llm`` with a trainable projector: the probe caches the projected
+      features E_t and reuses them after the LLM step, so the projector's own step would
+      never reach KL_llm (or κ); measuring it needs the encoder output before the
+      projector, which the model families do not expose.
+    * a scheduled method whose probe_every / update_every / window cannot drive its rule.
+    """
+    m = cfg.model
+    if m.projector_side == "llm" and m.tuning.projector != "freeze":
+        raise ConfigError(
+            "model.projector_side: llm with a trainable projector (model.tuning.projector: "
+            f"{m.tuning.projector}): the κ probe reuses the projected features after the LLM "
+            "step, so it cannot measure the projector's step; use projector_side: encoder "
+            "(the default) or model.tuning.projector: freeze"
+        )
+    if cfg.method in SCHEDULED:
+        problems = cfg.balance.schedule_problems()
+        if problems:
+            raise ConfigError(f"method {cfg.method!r}: " + "; ".join(problems))
 
 
 class MethodHooks(StepHooks):
@@ -40,10 +66,17 @@ class MethodHooks(StepHooks):
         autocast: Any = None,
         reduce_mean: Any = None,
     ):
+        check_probe_setup(cfg)
         self.method = cfg.method
         self.bal = cfg.balance
+        self.train_cfg = cfg.train
         self.frozen_sides = STATIC_FROZEN.get(cfg.method, ())
-        self.sched = CoordinatedLRScheduler(cfg.balance, enabled=cfg.method in SCHEDULED)
+        self.sched = CoordinatedLRScheduler(
+            cfg.balance, enabled=cfg.method in SCHEDULED, warmup_steps=cfg.train.warmup_steps
+        )
+        # the degradation guard's input (robust rules on scheduled methods only)
+        self._guarded = cfg.method in SCHEDULED and cfg.balance.rule != "proportional"
+        self._sides = param_groups(mlm, cfg.model) if self._guarded else None
         self.aux_fn = get_aux(cfg.balance.aux) if cfg.method in WITH_AUX else None
         self.probe = BalanceProbe(
             mlm, cfg.balance.probe_size, cfg.balance.epsilon, autocast, reduce_mean
@@ -72,7 +105,24 @@ class MethodHooks(StepHooks):
         return {"loss/aux": w * self.aux_fn(out["logits"], self.bal.aux_temperature)}
 
     # ---- the probe around the two optimizer steps -----------------------------------------------
+    def _grad_ratio(self) -> float | None:
+        """Encoder normalised grad norm over the LLM's, on the gradients about to be used.
+
+        A common loss scale (grad accumulation, fp16) cancels in the ratio.
+        """
+        norms = []
+        for side in SIDES:
+            params = [p for p in self._sides.params(side) if p.grad is not None]
+            if not params:
+                return None
+            g = torch.stack([p.grad.detach().float().norm() for p in params]).norm()
+            w = torch.stack([p.detach().float().norm() for p in params]).norm()
+            norms.append(float(g) / max(float(w), 1e-12))
+        return norms[0] / norms[1] if norms[1] > 0 else None
+
     def after_backward(self, step: int, batch: dict[str, Any], out: dict[str, Any]) -> None:
+        if self._guarded:
+            self.sched.observe_grad_ratio(step + 1, self._grad_ratio())
         self._probing = (step + 1) % self.bal.probe_every == 0
         if self._probing:
             t0 = time.perf_counter()
@@ -98,7 +148,16 @@ class MethodHooks(StepHooks):
                 self.sched.observe(step + 1, res.kappa, res.share)
                 logs.update(res.metrics())
                 logs["balance/probes_skipped"] = float(self.probes_skipped)
-        if self.sched.maybe_update(step + 1) or logs:
+        done = step + 1
+        tail = done >= self.train_cfg.warmup_steps and (
+            lr_factor(done, self.train_cfg) < self.bal.freeze_below
+        )
+        updated = self.sched.maybe_update(done, frozen=tail)
+        if updated and self.sched.signal_se is not None:
+            logs["balance/signal_se"] = self.sched.signal_se
+        if updated and self.sched.last_guard is not None:
+            logs["balance/encoder_grad_ratio"] = self.sched.last_guard
+        if updated or logs:
             logs["balance/lr_ratio"] = self.sched.ratio
             if self.sched.kappa_avg is not None:
                 logs["balance/kappa_avg"] = self.sched.kappa_avg

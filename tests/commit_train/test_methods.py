@@ -141,7 +141,7 @@ def test_scheduled_lrs_keep_product_and_follow_ratio(tiny_parts, tmp_path, monke
         tmp_path,
         monkeypatch,
         method=method,
-        balance={"update_every": 2},
+        balance={"update_every": 2, "rule": "proportional", "window": 2},
         steps=8,
         warmup_steps=2,
         schedule="cosine",
@@ -206,7 +206,7 @@ def test_aux_gradient_reaches_both_sides(tiny_parts, tmp_path):
 
     def grad_norms(share: float) -> tuple[float, dict[str, float]]:
         mlm.zero_grad(set_to_none=True)
-        hooks.sched.load_state_dict({**hooks.sched.state_dict(), "window": [share]})
+        hooks.sched.load_state_dict({**hooks.sched.state_dict(), "last_s_bar": share})
         aux = hooks.extra_loss(0, mlm(**args))["loss/aux"]
         if aux.requires_grad:
             aux.backward()

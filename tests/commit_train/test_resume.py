@@ -64,7 +64,9 @@ def test_killed_run_resumes_bit_identical(tiny_parts, tmp_path, method):
     )
     if method == "commit":
         recipe.write_text(
-            yaml.safe_dump({**raw, "balance": {"probe_every": 3, "update_every": 6, "window": 2}})
+            yaml.safe_dump(
+                {**raw, "balance": {"probe_every": 2, "update_every": 6, "window": 2, "z": 0.0}}
+            )
         )
     ref, cut = tmp_path / "uninterrupted", tmp_path / "killed"
     subprocess.run(_cmd(recipe, ref), check=True, env=_env(), capture_output=True)

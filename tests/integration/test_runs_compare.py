@@ -28,7 +28,7 @@ def two_runs(tiny_parts, tmp_path_factory):
     for method in ("constant", "commit"):
         raw = tiny_recipe_dict(tiny_parts, base / method, steps=3, eval_every=0, save_every=0)
         raw["method"] = method
-        raw["balance"] = {"probe_every": 1, "update_every": 2}
+        raw["balance"] = {"probe_every": 1, "update_every": 3}
         raw["tracking"] = {"uri": uri, "experiment": "compare", "log_model": False}
         ids[method] = train(validate(raw)).run_id
     client = MlflowClient(uri)
