@@ -4,7 +4,7 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-APT_PKGS := espeak-ng flite dataset-fashion-mnist
+APT_PKGS := espeak-ng flite dataset-fashion-mnist shellcheck
 
 .PHONY: install system-deps prepare demo test test-fast lint format bench clean image
 
@@ -34,9 +34,9 @@ install: system-deps $(BIN)/commit
 prepare: install
 	$(BIN)/commit prepare
 
+# The main job: the whole pipeline on this machine (kfp.local), built-in vision benchmark.
 demo: prepare
-	$(BIN)/commit train recipes/builtin_vision.yaml
-	$(BIN)/commit evaluate --model runs/builtin_vision/model --benchmark vision --split test
+	$(BIN)/commit pipeline run --local
 
 test: prepare
 	$(BIN)/pytest -q -ra
@@ -60,4 +60,4 @@ image:
 	    $(if $(BASE_IMAGE),--base $(BASE_IMAGE)) $(if $(VARIANT),--variant $(VARIANT))
 
 clean:
-	rm -rf runs mlruns mlflow.db .pytest_cache
+	rm -rf runs mlruns mlflow.db local_outputs .pytest_cache

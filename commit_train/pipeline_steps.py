@@ -126,7 +126,8 @@ def train_step(
             pipeline_run_id, task_name, cfg.tracking.experiment, cfg.tracking.run_name,
             cfg.tracking.uri,
         )  # fmt: skip
-    result = train(cfg, output_dir=output_dir, resume=True, run_id=run_id)
+    # resume only what exists: a first attempt is a fresh start, not a failed resume
+    result = train(cfg, output_dir=output_dir, resume=start > 0, run_id=run_id)
     published = publish_model(result.model_dir, model_dir)
     metrics = {
         "steps": float(result.steps),

@@ -283,7 +283,7 @@ class RunTracker:
         log.info(
             "MLflow run %s (%s) at %s: %d params logged, %d masked",
             self.run_id,
-            "resumed" if run_id else "new",
+            "existing run, continued" if run_id else "new",
             redact_text(self.tracking_uri or ""),
             len(todo),
             len(masked),

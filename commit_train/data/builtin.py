@@ -43,7 +43,7 @@ from commit_train.data.records import Record, read_records, write_records
 from commit_train.errors import DataError
 
 # Bump when the generated content changes, so cached copies are regenerated.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 # Sized so both sets generate in well under a minute on 2 cores, a training epoch stays
 # affordable on CPU, and the test split still has ~40-50 examples per question type.
 DEFAULT_SIZES: dict[str, tuple[int, int, int]] = {

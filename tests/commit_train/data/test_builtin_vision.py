@@ -4,9 +4,7 @@ never share an image, and the same seed gives the same bytes."""
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
-from itertools import combinations
 
 import numpy as np
 import pytest
@@ -35,15 +33,6 @@ def _records(path, split):
     return records
 
 
-def _gap_ok(a, b):
-    return (
-        a[2] + bv.GAP <= b[0]
-        or b[2] + bv.GAP <= a[0]
-        or a[3] + bv.GAP <= b[1]
-        or b[3] + bv.GAP <= a[1]
-    )
-
-
 @needs_fmnist
 def test_same_seed_same_bytes_other_seed_differs(small, tmp_path):
     assert tree_hash(make_builtin("vision", tmp_path / "again", **SMALL)) == tree_hash(small)
@@ -60,7 +49,7 @@ def test_qtype_counts_are_balanced_and_recorded(small):
         assert max(counts.values()) - min(counts.get(q, 0) for q in bv.QTYPES) <= 1
         assert manifest["qtypes"][split] == dict(sorted(counts.items()))
     assert set(manifest["vocab"]) == set(bv.QTYPES)
-    assert set(manifest["vocab"]["shape_relation_mc"]) <= {"above", "below", "left", "right"}
+    assert set(manifest["vocab"]["shape_corner_mc"]) <= set(bv.CORNERS)
 
 
 @needs_fmnist
@@ -86,57 +75,57 @@ def test_images_are_112_rgb_and_answers_are_true(small):
             elif qt == "digit_compare":
                 k = int(r.question.split("than ")[1].rstrip("?"))
                 assert (r.answers == ["yes"]) == (NUMBER_WORDS.index(m["label"]) > k)
-            elif qt == "shape_count":
-                shape = r.question.split("many ")[1].split("s are")[0]
-                assert int(r.answers[0]) == sum(o["shape"] == shape for o in m["objects"])
-            elif qt == "shape_colour":
-                pos = r.question.split("the ")[1].split(" shape")[0]
-                axis, take_max = bv.POSITIONS[pos]
-                centres = [(o["box"][axis] + o["box"][axis + 2]) / 2 for o in m["objects"]]
-                best = int(np.argmax(centres) if take_max else np.argmin(centres))
-                assert r.answers == [m["objects"][best]["colour"]]
+            elif qt.startswith("shape"):
+                (obj,) = m["objects"]
+                if qt == "shape_name":
+                    assert r.answers[0] == obj["shape"]
+                elif qt == "shape_colour":
+                    assert r.answers == [obj["colour"]]
+                elif qt == "shape_side":
+                    asked = r.question.split("on the ")[1].split(" side")[0]
+                    assert r.answers == ["yes" if asked in obj["corner"] else "no"]
+                else:
+                    assert r.answers == [obj["corner"]] and obj["shape"] in r.question
+
+
+def _quarter(box: list[int]) -> str:
+    """The quarter of the image the box lies in wholly, or '' when it crosses a centre line
+    or touches the border."""
+    half, m = bv.IMAGE_SIZE // 2, bv.MARGIN
+    x0, y0, x1, y1 = box
+    if not (x0 >= m and y0 >= m and x1 <= bv.IMAGE_SIZE - m and y1 <= bv.IMAGE_SIZE - m):
+        return ""
+    h = "left" if x1 <= half - m else "right" if x0 >= half + m else ""
+    v = "top" if y1 <= half - m else "bottom" if y0 >= half + m else ""
+    return f"{v} {h}" if h and v else ""
 
 
 @needs_fmnist
-def test_scenes_in_records_never_overlap(small):
+def test_each_shape_lies_wholly_in_its_corner(small):
     for split in ("train", "val", "test"):
         for r in _records(small, split):
-            boxes = [o["box"] for o in r.meta.get("objects", [])]
-            assert all(_gap_ok(a, b) for a, b in combinations(boxes, 2))
-            assert all(0 <= v <= bv.IMAGE_SIZE for b in boxes for v in b)
+            for obj in r.meta.get("objects", []):
+                x0, y0, x1, y1 = obj["box"]
+                assert x1 - x0 == y1 - y0 and bv.SIZE_RANGE[0] <= x1 - x0 < bv.SIZE_RANGE[1]
+                assert _quarter(obj["box"]) == obj["corner"], (r.id, obj)
 
 
-def test_place_boxes_never_overlaps_even_when_crowded():
-    rng = np.random.default_rng(0)
-    for _ in range(200):
-        n = int(rng.integers(1, 9))
-        boxes = bv.place_boxes(rng, n)
-        assert len(boxes) == n
-        assert all(_gap_ok(a, b) for a, b in combinations(boxes, 2))
-        assert all(0 <= v <= bv.IMAGE_SIZE for b in boxes for v in b)
-
-
-def test_relation_answers_follow_the_geometry():
+def test_shape_questions_cover_every_answer_and_stay_balanced():
+    """Every corner, side answer, shape and colour occurs, and yes/no is near 50/50, so the
+    majority guess cannot score well on the shape families."""
     rng = np.random.default_rng(1)
-    phrases = "|".join(bv.RELATIONS.values())
-    yesno = re.compile(rf"Is the (\w+ \w+) ({phrases}) the (\w+ \w+)\?")
-    where = re.compile(r"Where is the (\w+ \w+) relative to the (\w+ \w+)\?")
-    for qtype in ("shape_relation_yesno", "shape_relation_mc"):
-        for _ in range(50):
-            objects, q, answers, choices = bv._scene_question(rng, qtype)
-            named = {bv._name(o): o for o in objects}
-            assert len(named) == len(objects)  # every object has a unique description
-            if choices:
-                a, b = where.fullmatch(q).groups()
-            else:
-                a, phrase, b = yesno.fullmatch(q).groups()
-            (ax, ay), (bx, by) = bv._centre(named[a]), bv._centre(named[b])
-            truth = {"left": ax < bx, "right": ax > bx, "above": ay < by, "below": ay > by}
-            if choices:
-                assert truth[answers[0]] and answers[0] in choices
-            else:
-                rel = next(k for k, v in bv.RELATIONS.items() if v == phrase)
-                assert (answers == ["yes"]) == truth[rel]
+    seen: dict[str, Counter] = {q: Counter() for q in bv.QTYPES if q.startswith("shape")}
+    for qtype in seen:
+        for _ in range(400):
+            objects, q, answers, choices = bv._shape_question(rng, qtype)
+            assert _quarter(objects[0]["box"]) == objects[0]["corner"]
+            if choices is not None:
+                assert answers[0] in choices and len(set(choices)) == 4
+            seen[qtype][answers[0]] += 1
+    assert set(seen["shape_name"]) == set(bv.SHAPES)
+    assert set(seen["shape_colour"]) == set(bv.COLOURS)
+    assert set(seen["shape_corner_mc"]) == set(bv.CORNERS)
+    assert 0.4 < seen["shape_side"]["yes"] / 400 < 0.6
 
 
 @needs_fmnist
