@@ -20,9 +20,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kfp import dsl, kubernetes
 
+from commit_train.config import load_yaml
 from components.close_runs import close_runs
 from components.evaluate import evaluate
 from components.register import check_gate, register
@@ -45,7 +45,7 @@ def recipe_parameter(text: str) -> str:
     compiler copies parameter defaults into the YAML header comment, and a multi-line
     default there makes the compiled file unparseable (kfp 2.17.3).
     """
-    raw = yaml.safe_load(text)
+    raw = load_yaml(text)  # YAML 1.2 booleans, as `commit train` reads the file
     return json.dumps(raw, ensure_ascii=False, separators=(",", ":"))
 
 
