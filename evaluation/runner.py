@@ -145,18 +145,22 @@ def evaluate_model(
     system_prompt: str | None = None,
     tracking: Any = None,
     progress: bool = True,
+    data: BenchmarkData | None = None,
 ) -> EvalResult:
     """Evaluate a saved model directory on a benchmark split.
 
     ``benchmark`` is a built-in name, a real dataset's format name (with ``data_dir``), or a
     path to a canonical JSONL file. ``model`` may also be a registry URI
     (``models:/<name>@champion``), downloaded first by :func:`resolve_model_uri`.
-    ``tracking`` is an open ``RunTracker`` (or None).
+    ``tracking`` is an open ``RunTracker`` (or None). ``data``: the records already
+    validated by :func:`prepare_benchmark` (a caller that opens an MLflow run first does
+    that before opening it), else they are validated here.
     """
     if is_registry_uri(model):  # models:/name@champion -> a cached local copy
         model = resolve_model_uri(model)
         system_prompt = system_prompt if system_prompt is not None else trained_system_prompt(model)
-    data = prepare_benchmark(benchmark, split, data_dir=data_dir, limit=limit)
+    if data is None:
+        data = prepare_benchmark(benchmark, split, data_dir=data_dir, limit=limit)
     records = data.records
     cfg = ModelConfig(path=str(model), modality=records[0].modality)
     mlm, processor = load_model(cfg)

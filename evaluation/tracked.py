@@ -17,7 +17,7 @@ from commit_train.config import TrackingConfig
 from commit_train.errors import CommitError
 from commit_train.registry import is_registry_uri, trained_system_prompt
 from commit_train.tracking import RunTracker
-from evaluation.runner import EvalResult, evaluate_model
+from evaluation.runner import EvalResult, evaluate_model, prepare_benchmark
 
 
 def evaluate_tracked(
@@ -48,6 +48,8 @@ def evaluate_tracked(
             f"batch size ({batch_size}), max new tokens ({max_new_tokens}) and limit "
             f"({limit}) must be positive"
         )
+    # every record checked before the MLflow run opens: bad input leaves no empty FAILED run
+    data = prepare_benchmark(benchmark, split, data_dir=data_dir, limit=limit)
     system_prompt = None
     if not is_registry_uri(model):  # evaluate with the prompt the model was trained with
         system_prompt = trained_system_prompt(Path(model))
@@ -78,4 +80,5 @@ def evaluate_tracked(
             system_prompt=system_prompt,
             tracking=tracker if tracking else None,
             progress=progress,
+            data=data,
         )

@@ -202,3 +202,21 @@ def test_every_record_is_checked_before_the_model_loads(tiny_parts, tmp_path, mo
     with pytest.raises(DataError, match=r"b:test:2: field 'modality'") as e:
         evaluate_model("unused-model", str(tmp_path / "b.jsonl"), output_dir=tmp_path / "o")
     assert loads == [] and "skip_bad" not in str(e.value)
+
+
+def test_bad_benchmark_leaves_no_mlflow_run(tiny_parts, tmp_path):
+    """Issue 16.6: a failed evaluate on bad input must not leave an empty FAILED run: the
+    records are validated before `evaluate_tracked` opens its MLflow run."""
+    from mlflow.tracking import MlflowClient
+
+    from evaluation.tracked import evaluate_tracked
+
+    rec = json.loads(tiny_parts["val"].read_text().splitlines()[0])
+    rec["media"] = "missing.png"
+    (tmp_path / "bad.jsonl").write_text(json.dumps(rec) + "\n")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with pytest.raises(DataError, match=r"bad.jsonl:1: field .media."):
+        evaluate_tracked("unused-model", str(tmp_path / "bad.jsonl"), tracking_uri=uri)
+    client = MlflowClient(uri)
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert runs == []
