@@ -501,6 +501,8 @@ class Trainer:
                 if val_loss is not None:
                     logs["loss/val"] = val_loss
             if done % cfg.log_every == 0 or done == cfg.steps:
+                if self.collator.n_truncated:  # questions cut to fit data.max_length so far
+                    logs["data/truncated_examples"] = float(self.collator.n_truncated)
                 tracker.log_metrics(logs, step=done)
             bar.set_postfix(
                 loss=f"{loss_ema:.3f}",
