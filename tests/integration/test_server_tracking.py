@@ -65,7 +65,7 @@ def test_commit_run_logs_every_metric_and_artifacts_to_server_and_s3(
         str(recipe),
         "method=commit",
         "balance.probe_every=1",
-        "balance.update_every=2",
+        "balance.update_every=3",
         "tracking.system_metrics=true",
         env_extra={
             "MLFLOW_TRACKING_URI": mlflow_server.uri,
