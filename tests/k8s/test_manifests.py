@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import platform
+from pipelines import platform, trainjob
 
 K8S = Path(__file__).resolve().parents[2] / "k8s"
 OVERLAYS = ("kind", "production", "standalone")
@@ -218,6 +218,16 @@ def test_network_policies_select_the_pods_they_claim(rendered):
                 assert matched, (overlay, pname, peer)
 
 
+def _grants(rules) -> set[tuple[str, str, str]]:
+    return {
+        (g, r, v)
+        for rule in rules
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
+
+
 def test_names_match_the_pipeline_platform(rendered):
     overlay, objs = rendered
     by_key = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in objs}
@@ -231,6 +241,9 @@ def test_names_match_the_pipeline_platform(rendered):
             assert kfp_cm[key] == stack_cm[key], key
         role = by_key["RoleBinding", platform.KFP_NAMESPACE, "commit-trainjob-launcher"]
         assert role["subjects"][0]["name"] == platform.PIPELINE_SERVICE_ACCOUNT
+        # least privilege: the Role grants what the launcher uses, nothing more
+        rules = by_key["Role", platform.KFP_NAMESPACE, role["roleRef"]["name"]]["rules"]
+        assert _grants(rules) == _grants(trainjob.PIPELINE_RUNNER_RULES)
         assert ("ClusterTrainingRuntime", None, platform.TRAINING_RUNTIME) in by_key
     svc = by_key["Service", platform.STACK_NAMESPACE, platform.MLFLOW_SERVICE[0]]
     assert svc["spec"]["ports"][0]["port"] == platform.MLFLOW_SERVICE[1]
