@@ -23,6 +23,7 @@ t_start=$SECONDS
 stage() {  # stage NAME COMMAND...: run it, record its wall time
   local name="$1" t0=$SECONDS
   shift
+  CURRENT_STAGE="$name"
   echo "==> docker CI: $name"
   "$@"
   TIMES+=("$(printf '%-28s %4d s' "$name" $((SECONDS - t0)))")
@@ -55,7 +56,12 @@ install_packages() {
 
 # shellcheck source=../scripts/docker/engine.sh
 source scripts/docker/engine.sh
-trap 'rc=$?; docker_engine_stop; report; exit $rc' EXIT
+CURRENT_STAGE=""
+failed() {  # the EXIT trap: name the stage that failed, so a silent step is not a mystery
+  local rc=$1
+  [ "$rc" = 0 ] || echo "==> docker CI FAILED in stage '${CURRENT_STAGE:-setup}' (exit $rc)" >&2
+}
+trap 'rc=$?; failed $rc; docker_engine_stop; report; exit $rc' EXIT
 
 stage "debian packages" install_packages
 stage "python venv (make install)" make -s install

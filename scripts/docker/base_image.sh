@@ -26,9 +26,12 @@ mirror_from_apt() {
            for (i = 1; i <= NF; i++) if ($i ~ /^URIs:/) { split($i, a, " "); print a[2]; exit } }' "$f"
   done | head -n 1
   # one-line sources: `deb [opts] URL bookworm main`.
-  cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+  # (a machine may have no sources.list at all: cat's failure must not end the script
+  # under `set -e -o pipefail`, it only means "no mirror from there")
+  { cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true; } |
     awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { if ($(i+1) == "bookworm") print $i; break } }' |
     head -n 1
+  return 0
 }
 mirror="${DEBIAN_MIRROR:-$(mirror_from_apt | head -n 1)}"
 mirror="${mirror:-http://deb.debian.org/debian}"
