@@ -78,6 +78,18 @@ def _tree_cpu_s() -> float:
     return total
 
 
+def quiet_training_logs(threads: int | None = None) -> None:
+    """Warnings only, and none from the libraries a measured training loop logs through
+    (their per-step INFO lines would cost time and bury the figures); ``threads``: torch's."""
+    import logging
+
+    if threads:
+        torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING)
+    for name in ("transformers", "accelerate", "commit_train"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def write_section(title: str, body: str, path: Path = BENCHMARKS_MD) -> None:
     """Replace (or append) the ``## title`` section of BENCHMARKS.md, atomically."""
     text = path.read_text() if path.exists() else HEADER

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import logging
 import math
 import statistics
 import sys
@@ -46,7 +45,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import machine, write_section  # noqa: E402
+from benchmarks._report import machine, quiet_training_logs, write_section  # noqa: E402
 from commit_train.balance import BalanceProbe  # noqa: E402
 from commit_train.config import load_config  # noqa: E402
 from commit_train.methods import MethodHooks  # noqa: E402
@@ -194,11 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.steps, args.measure_from, args.measure_every, args.cost_reps = 8, 2, 2, 1
         batch_size, sizes = 4, [1, 2, 4]
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.WARNING)
-    for name in ("transformers", "accelerate", "commit_train"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_training_logs(args.threads)
     overrides = [
         "method=constant",
         "tracking.enabled=false",

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import logging
 import statistics
 import sys
 import tempfile
@@ -37,7 +36,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import add_run_args, machine, write_section  # noqa: E402
+from benchmarks._report import (  # noqa: E402
+    add_run_args,
+    machine,
+    quiet_training_logs,
+    write_section,
+)
 from commit_train.config import load_config  # noqa: E402
 from commit_train.trainer import Trainer  # noqa: E402
 
@@ -114,14 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.reps, args.steps, args.warmup, args.probe_every = 1, 7, 1, 3
         args.batch_size = args.batch_size or 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
     timed = args.steps - args.warmup
     if timed < args.probe_every:
         ap.error("--steps minus --warmup must cover at least one probe interval")
-    logging.basicConfig(level=logging.WARNING)
-    for name in ("transformers", "accelerate", "commit_train"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_training_logs(args.threads)
 
     base = [
         "tracking.enabled=false",
