@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 import statistics
 from collections import defaultdict
@@ -211,7 +212,9 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_curves(rows, bench: str, ratios: list[float], steps: int, out: Path) -> Path | None:
+def plot_curves(
+    rows, bench: str, ratios: list[float], steps: int, out: Path, suffix: str = ""
+) -> Path | None:
     plt = _pyplot()
     present = [r for r in ratios if any(k[0] == bench and k[1] == r for k in rows)]
     if not present:
@@ -226,10 +229,10 @@ def plot_curves(rows, bench: str, ratios: list[float], steps: int, out: Path) ->
         ax.set_xlabel("step")
         ax.set_ylabel("validation loss (mean over seeds)")
         ax.legend(fontsize=7)
-    return _save(fig, out / f"compare_{bench}_t{steps}_val_loss.png")
+    return _save(fig, out / f"compare_{bench}_t{steps}{suffix}_val_loss.png")
 
 
-def plot_findings(rows, bench: str, steps: int, out: Path) -> Path | None:
+def plot_findings(rows, bench: str, steps: int, out: Path, suffix: str = "") -> Path | None:
     plt = _pyplot()
     sweep = sorted((r, row) for (b, r, m), row in rows.items() if b == bench and m == "constant")
     if len(sweep) < 2:
@@ -248,7 +251,7 @@ def plot_findings(rows, bench: str, steps: int, out: Path) -> Path | None:
     b.set_xlabel("step")
     b.set_yscale("log")
     b.legend(fontsize=7)
-    return _save(fig, out / f"balance_findings_{bench}_t{steps}.png")
+    return _save(fig, out / f"balance_findings_{bench}_t{steps}{suffix}.png")
 
 
 def chance_note(result: dict) -> str:
@@ -362,6 +365,10 @@ def report(args, write: bool, plots_dir: Path | None = None) -> str:
     from benchmarks._report import machine, write_section
 
     plots_dir = plots_dir or RESULTS
+    # a tagged comparison (another instrument or budget) keeps its own figures: the
+    # untagged sections of BENCHMARKS.md still link theirs
+    tag = getattr(args, "tag", "")
+    suffix = "_" + re.sub(r"[^A-Za-z0-9]+", "_", tag).strip("_").lower() if tag else ""
 
     results = load_results(args)
     rows = summarise(results)
@@ -375,7 +382,7 @@ def report(args, write: bool, plots_dir: Path | None = None) -> str:
         any_r = next(r for r in results if r["spec"]["benchmark"] == bench)
         spec = any_r["spec"]
         n_test = any_r["n_test"]
-        curve = plot_curves(rows, bench, args.ratios, spec["steps"], plots_dir)
+        curve = plot_curves(rows, bench, args.ratios, spec["steps"], plots_dir, suffix)
         sched = scheduler_table(rows, bench)
         parts.append(
             f"### {bench}\n\n{spec['steps']} steps per run, validation loss every "
@@ -387,7 +394,7 @@ def report(args, write: bool, plots_dir: Path | None = None) -> str:
             + (f"\n\nThe scheduler in the scheduled runs:\n\n{sched}" if sched else "")
             + (f"\n\n![{bench} validation loss](benchmarks/results/{curve.name})" if curve else "")
         )
-        fpath = plot_findings(rows, bench, spec["steps"], plots_dir)
+        fpath = plot_findings(rows, bench, spec["steps"], plots_dir, suffix)
         if fpath:
             findings.append(
                 f"### {bench}\n\n{findings_table(rows, bench)}\n\n"
@@ -404,8 +411,8 @@ def report(args, write: bool, plots_dir: Path | None = None) -> str:
         )
         print(fbody)
     if write:
-        tag = f", {args.tag}" if getattr(args, "tag", "") else ""
-        write_section(f"Method comparison{tag}", body)
+        title = f", {tag}" if tag else ""
+        write_section(f"Method comparison{title}", body)
         if findings:
-            write_section(f"Balance findings (METHOD.md §8){tag}", fbody)
+            write_section(f"Balance findings (METHOD.md §8){title}", fbody)
     return body
