@@ -67,7 +67,7 @@ def _direct(work: Path, overrides: list[str], limit: int) -> dict:
     from commit_train.stage import stage
     from evaluation.tracked import evaluate_tracked
     from pipelines import commit_pipeline as cp
-    from pipelines.local import BUILTIN_RECIPES, MAIN_JOB_OVERRIDES
+    from pipelines.local import BUILTIN_RECIPES, main_job_overrides
 
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work}/mlflow.db"
     recipe = cp.recipe_parameter(BUILTIN_RECIPES["vision"].read_text(encoding="utf-8"))
@@ -77,7 +77,7 @@ def _direct(work: Path, overrides: list[str], limit: int) -> dict:
     times["stage_s"] = time.perf_counter() - t0
     t = time.perf_counter()
     out = train_step(
-        recipe, [*MAIN_JOB_OVERRIDES["vision"], *overrides], "", str(work / "dataset"),
+        recipe, [*main_job_overrides("vision"), *overrides], "", str(work / "dataset"),
         str(work / "checkpoints"), "direct", "train", model_dir=work / "model",
     )  # fmt: skip
     times["train_s"] = time.perf_counter() - t

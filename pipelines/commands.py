@@ -156,7 +156,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             process of this venv (or a container: --runner docker). MLflow: $MLFLOW_TRACKING_URI
             or ./mlflow.db. Without --recipe: the built-in recipe of each benchmark's modality,
             shortened to fit about 10 minutes on 2 CPU cores (pipelines/local.py,
-            MAIN_JOB_OVERRIDES); vision,audio trains two models.
+            main_job_overrides); vision,audio trains two models.
 
             examples:
               commit pipeline run --local

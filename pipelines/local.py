@@ -35,12 +35,37 @@ BUILTIN_RECIPES = {
     "vision": ROOT / "recipes" / "builtin_vision.yaml",
     "audio": ROOT / "recipes" / "builtin_audio.yaml",
 }
-#: what `commit pipeline run --local` changes in a built-in recipe: the main job has to
-#: finish in about 10 minutes on 2 CPU cores (measured in benchmarks/pipeline_overhead.py)
-MAIN_JOB_OVERRIDES: dict[str, tuple[str, ...]] = {
-    "vision": ("train.steps=150", "train.eval_every=50", "train.save_every=50"),
-    "audio": ("train.steps=150", "train.eval_every=50", "train.save_every=50"),
-}
+#: training steps of the main job (`commit pipeline run --local` with no recipe) per
+#: built-in benchmark: ``(fast, slow)``. Fast: a GPU, or a CPU that computes bf16 natively
+#: (then bf16 autocast makes a vision step ~2x cheaper); slow: plain fp32 on a CPU. Both fit
+#: about 10 minutes on 2 CPU cores (BENCHMARKS.md, "Pipeline overhead").
+MAIN_JOB_STEPS: dict[str, tuple[int, int]] = {"vision": (300, 150), "audio": (150, 150)}
+
+
+def native_bf16() -> bool:
+    """Does this CPU compute bf16 natively (AVX512-BF16 or AMX tiles)? Without it, bf16 is
+    emulated and slower than fp32, so the main job stays in fp32 there."""
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    try:
+        return any(bool(getattr(torch.cpu, c, lambda: False)()) for c in checks)
+    except Exception:  # noqa: BLE001 - a private torch probe: any failure means "no"
+        return False
+
+
+def main_job_overrides(benchmark: str) -> list[str]:
+    """What the main job changes in a built-in recipe (see :data:`MAIN_JOB_STEPS`)."""
+    import torch
+
+    gpu = torch.cuda.is_available()
+    bf16 = not gpu and native_bf16()
+    steps = MAIN_JOB_STEPS[benchmark][0 if gpu or bf16 else 1]
+    out = [f"train.steps={steps}", f"train.eval_every={steps // 3}",
+           f"train.save_every={steps // 3}"]  # fmt: skip
+    if bf16:
+        out.append("train.precision=bf16")  # on a GPU the recipe's `auto` already is
+    return out
 
 
 @dataclass
@@ -201,7 +226,7 @@ def run_local(
     """Run the pipeline once with ``kfp.local`` (see the module docstring).
 
     ``recipe`` None: the built-in recipe of the first benchmark plus
-    :data:`MAIN_JOB_OVERRIDES` (the main job). ``checkpoint_root`` defaults to
+    :func:`main_job_overrides` (the main job). ``checkpoint_root`` defaults to
     ``<pipeline_root>/checkpoints``. Every input is checked before the first task
     (:mod:`pipelines.preflight`); a failed task gives ``status="FAILED"`` and ``error``.
     """
@@ -213,7 +238,7 @@ def run_local(
         if first not in BUILTIN_RECIPES:
             raise CommitError(f"benchmark {first!r} has no built-in recipe; pass a recipe")
         recipe = BUILTIN_RECIPES[first]
-        overrides = [*MAIN_JOB_OVERRIDES[first], *overrides]
+        overrides = [*main_job_overrides(first), *overrides]
     recipe_path = Path(recipe)
     if not recipe_path.is_file():
         raise CommitError(f"recipe file {recipe_path} does not exist (see recipes/)")
@@ -294,6 +319,8 @@ def summary(r: LocalRunResult) -> str:
     lines = [f"pipeline {r.status} in {r.wall_s:.0f}s" + (f": {r.error}" if r.error else "")]
     if r.run_dir:
         lines.append(f"task outputs: {r.run_dir}")
+    if "steps" in r.train_metrics:
+        lines.append(f"trained {r.train_metrics['steps']:.0f} steps")
     lines.append(
         f"MLflow: {r.mlflow_uri}  run {r.mlflow_run_id or '(none)'}"
         + ("  (`mlflow ui` in this directory)" if r.mlflow_uri.startswith("sqlite") else "")

@@ -81,7 +81,7 @@ def test_local_dag_registers_a_champion(local_run):
     assert result.closed_runs == 0  # the exit handler ran and closed nothing
 
     text = summary(result)
-    assert "pipeline SUCCEEDED" in text
+    assert "pipeline SUCCEEDED" in text and "trained 4 steps" in text
     assert "registered: commit-local-dag version 1, alias champion" in text
     assert str(bench.report) in text
 
@@ -125,3 +125,22 @@ def test_plan_runs_one_model_per_modality():
     assert plan == [(None, ["vision"]), (None, ["audio"])]
     assert plan_runs(["vision", "audio"], "r.yaml") == [(Path("r.yaml"), ["vision", "audio"])]
     assert set(BUILTIN_RECIPES) == {"vision", "audio"}
+
+
+def test_main_job_uses_native_bf16_for_more_steps(monkeypatch):
+    import torch
+
+    from pipelines import local
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(local, "native_bf16", lambda: True)
+    assert local.main_job_overrides("vision") == [
+        "train.steps=300", "train.eval_every=100", "train.save_every=100", "train.precision=bf16",
+    ]  # fmt: skip
+    monkeypatch.setattr(local, "native_bf16", lambda: False)  # emulated bf16 is slower: fp32
+    assert local.main_job_overrides("vision") == [
+        "train.steps=150", "train.eval_every=50", "train.save_every=50",
+    ]  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the recipe's auto: bf16
+    assert local.main_job_overrides("vision")[0] == "train.steps=300"
+    assert not any("precision" in o for o in local.main_job_overrides("vision"))
