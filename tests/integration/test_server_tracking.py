@@ -131,7 +131,7 @@ def _wait_for_steps(client: MlflowClient, experiment: str, n: int, proc, timeout
 @pytest.mark.slow
 def test_server_outage_mid_run_loses_no_metric(tiny_parts, tmp_path, mlflow_server):
     """Fault 6a: the server is stopped for a while mid-run, then restarted on its port."""
-    steps = 500  # ~15 s of tiny-model training: the outage falls inside the loop
+    steps = 1000  # 10-30 s of tiny-model training: the outage falls inside the loop
     recipe = _recipe(tiny_parts, tmp_path, "server-outage", steps=steps, eval_every=0, save_every=0)
     log = tmp_path / "train.log"
     proc = popen_cli(
@@ -140,8 +140,10 @@ def test_server_outage_mid_run_loses_no_metric(tiny_parts, tmp_path, mlflow_serv
     client = MlflowClient(mlflow_server.uri)
     try:
         run_id = _wait_for_steps(client, "server-outage", 2, proc)
-        mlflow_server.stop()
+        # the window opens before stop(): stopping the server (its workers) can take
+        # seconds, and a quiet machine trains ~100 tiny steps a second meanwhile
         down_at, down_at_ms = time.monotonic(), time.time() * 1000
+        mlflow_server.stop()
         time.sleep(4)
         assert proc.poll() is None, "training ended during the outage: make the run longer"
         mlflow_server.start()
