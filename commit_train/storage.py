@@ -54,7 +54,6 @@ from commit_train.s3_client import (  # noqa: F401 (re-exported: callers use sto
     _client_error_code,
     _errors,
     _MiB,
-    _safe_endpoint,
     client,
     endpoint_url,
     is_s3,
