@@ -261,7 +261,9 @@ def chance_note(result: dict) -> str:
         from evaluation.benchmarks import load_benchmark
 
         spec = result["spec"]
-        name = spec.get("eval_benchmark") or spec["benchmark"]
+        name = result.get("eval_target") or spec.get("eval_benchmark") or spec["benchmark"]
+        if not Path(name).is_absolute() and Path(ROOT, name).is_file():
+            name = str(Path(ROOT, name))
         records = load_benchmark(name, "test").records[: result["n_test"]]
         maj, uni = chance_levels(records)["overall"], chance_levels(records, "uniform")["overall"]
     except Exception:  # a custom --eval-set may have no chance model; the table stands alone

@@ -88,6 +88,7 @@ class RunSpec:
     recipe: str = ""  # "" = RECIPES[benchmark]
     eval_benchmark: str = ""  # what `commit evaluate` scores; "" = benchmark
     label: str = ""  # a method variant's name in the report (``commit@balance.gain=0.25``)
+    test_size: int = 0  # score on a test split of this many questions; 0 = the benchmark's own
 
     @property
     def name(self) -> str:
@@ -107,7 +108,21 @@ class RunSpec:
             if self.extra
             else ""
         )
-        return f"{self.method}-x{self.ratio:g}-s{self.seed}-t{self.steps}{lim}{extra}"
+        # a larger test split and another thread count are other measurements, so they
+        # get their own key (absent at the defaults, so older caches still match)
+        size = f"-T{self.test_size}" if self.test_size else ""
+        threads = f"-j{self.threads}" if self.threads != 1 else ""
+        return (
+            f"{self.method}-x{self.ratio:g}-s{self.seed}-t{self.steps}{lim}{size}{threads}{extra}"
+        )
+
+    def eval_target(self, cache: Path) -> str:
+        """What the run's model is scored on: a benchmark name or a test JSONL."""
+        if self.eval_benchmark:
+            return self.eval_benchmark
+        if self.test_size:
+            return str(test_set_dir(self.benchmark, self.test_size, cache) / "test.jsonl")
+        return self.benchmark
 
     def overrides(self, out: Path, cache: Path) -> list[str]:
         from commit_train.config import load_config
@@ -152,6 +167,7 @@ def plan(args: argparse.Namespace) -> list[RunSpec]:
                             args.recipe.get(bench, ""),
                             args.eval_set.get(bench, ""),
                             label if variant else "",
+                            args.test_size,
                         )
                     )
     return specs
@@ -177,7 +193,7 @@ def run_one(spec: RunSpec, cache: Path) -> dict:
     t1 = time.perf_counter()
     ev = evaluate_model(
         res.model_dir,
-        spec.eval_benchmark or spec.benchmark,
+        spec.eval_target(cache),
         "test",
         output_dir=work / "eval",
         limit=spec.test_limit,
@@ -204,6 +220,7 @@ def run_one(spec: RunSpec, cache: Path) -> dict:
         "metrics": ev.metrics,
         "by_qtype": ev.by_qtype,
         "n_test": ev.n,
+        "eval_target": _relative(spec.eval_target(cache)),
         "train_s": train_s,
         "eval_s": eval_s,
         "step_time_s": res.step_time_s,
@@ -219,6 +236,34 @@ def _child_main(spec_json: str, cache: str) -> None:
     spec = RunSpec(**{**fields, "extra": tuple(fields["extra"])})
     result = run_one(spec, Path(cache))
     write_text(result_path(spec, Path(cache)), json.dumps(result, indent=1))  # atomic
+
+
+def test_set_dir(benchmark: str, size: int, cache: Path) -> Path:
+    """A built-in benchmark generated with a ``size``-question test split (and no train
+    or val split: training keeps reading the recipe's own data). The default split is
+    sized for a quick ``commit evaluate``; a method comparison needs a smaller standard
+    error (issue 15)."""
+    return cache / "data" / f"{benchmark}-test{size}"
+
+
+def ensure_test_sets(specs: list[RunSpec], cache: Path) -> None:
+    """Generate each larger test split once, before the runs that read it start."""
+    from commit_train.data.builtin import BUILTIN_NAMES, make_builtin
+
+    for bench, size in sorted({(s.benchmark, s.test_size) for s in specs if s.test_size}):
+        if bench not in BUILTIN_NAMES:
+            raise SystemExit(f"--test-size needs a built-in benchmark, not {bench!r}")
+        make_builtin(bench, test_set_dir(bench, size, cache), n_train=0, n_val=0, n_test=size)
+
+
+def _relative(target: str) -> str:
+    path = Path(target)
+    if not path.is_absolute():
+        return target
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return target
 
 
 def run_dir(spec: RunSpec, cache: Path) -> Path:
@@ -258,6 +303,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--steps", default="vision=300,audio=300", help="per benchmark, or one int")
     ap.add_argument("--eval-points", type=int, default=10, help="validation losses per run")
     ap.add_argument("--test-limit", type=int, default=None, help="first N test examples")
+    ap.add_argument(
+        "--test-size",
+        type=int,
+        default=0,
+        help="score built-in benchmarks on a generated test split of N questions "
+        "(kept in <cache>/data; 0 = the benchmark's own test split)",
+    )
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
     ap.add_argument("--set", action="append", default=[], help="extra recipe override")
@@ -337,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(plan(args))} runs planned, {len(todo)} not cached yet (cache: {args.cache})")
     failed = []
     if todo and not args.report_only:
+        ensure_test_sets(todo, args.cache)
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             for spec, rc, secs in pool.map(lambda s: launch(s, args.cache), todo):
                 status = "ok" if rc == 0 else f"FAILED rc={rc}, see run.log"

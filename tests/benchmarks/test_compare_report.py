@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -201,3 +202,27 @@ def test_compare_runs_end_to_end_on_a_tiny_recipe_and_caches(tiny_parts, tmp_pat
     assert compare_methods.main(argv) == 0  # everything cached: nothing retrained
     assert [p.stat().st_mtime for p in results] == mtimes
     assert (tmp_path / "results" / "compare_tiny_t4_val_loss.png").is_file()
+
+
+def test_a_larger_test_split_and_another_thread_count_are_cached_apart(tmp_path, monkeypatch):
+    argv = ["--benchmarks", "vision", "--methods", "constant", "--ratios", "1", "--seeds", "0"]
+    (default,) = plan(parse_args(argv))
+    (bigger,) = plan(parse_args([*argv, "--test-size", "12"]))
+    (threads,) = plan(parse_args([*argv, "--threads", "2"]))
+    assert default.key == "constant-x1-s0-t300"  # older caches keep matching
+    assert len({default.key, bigger.key, threads.key}) == 3
+    assert default.eval_target(tmp_path) == "vision"
+    target = bigger.eval_target(tmp_path)
+    assert target.endswith("test.jsonl") and str(tmp_path) in target
+
+    from benchmarks import compare_methods
+
+    made = []
+    monkeypatch.setattr(
+        "commit_train.data.builtin.make_builtin", lambda *a, **kw: made.append((a, kw))
+    )
+    compare_methods.ensure_test_sets([default, bigger, bigger], tmp_path)
+    assert len(made) == 1  # once per (benchmark, size), never for the default split
+    (name, out), kw = made[0]
+    assert name == "vision" and Path(target).parent == out
+    assert kw == {"n_train": 0, "n_val": 0, "n_test": 12}
