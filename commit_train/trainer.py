@@ -82,6 +82,24 @@ def _precision(cfg: RunConfig) -> str:
     return "no" if p == "fp32" else p
 
 
+def _accelerator(cfg: RunConfig) -> Accelerator:
+    """An Accelerator at the run's precision.
+
+    accelerate keeps one ``AcceleratorState`` per process and refuses a second Accelerator
+    with another ``mixed_precision`` ("has already been initialized"), so a notebook or a
+    test that trains fp32 and then bf16 would fail at its second run. The precision part
+    is reset then; the process-group part (``PartialState``) is kept, so this is safe under
+    torchrun.
+    """
+    from accelerate.state import AcceleratorState
+
+    precision = _precision(cfg)
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision", precision) != precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision)
+
+
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     out = {}
     for k, v in batch.items():
@@ -126,11 +144,25 @@ class Trainer:
         )
         self.resume = resume
         self._hooks_given = hooks
-        self.acc = accelerator or Accelerator(
-            cpu=not torch.cuda.is_available(), mixed_precision=_precision(cfg)
-        )
+        self.acc = accelerator or _accelerator(cfg)
         self.scaler = torch.amp.GradScaler("cuda") if self.acc.mixed_precision == "fp16" else None
         self.main = self.acc.is_main_process
+
+    def _probe_autocast(self) -> Any:
+        """The κ probe's forwards: fp32 when the trained weights are fp32, whatever the
+        training precision.
+
+        Under bf16 autocast a weight enters the forward rounded to bf16, whose spacing is
+        ~2e-4 at |w| = 0.05: an encoder step of 1e-5 changes few rounded weights at all,
+        by a whole spacing each, so a bf16 probe reads rounding (KL is quadratic in the
+        change, which inflates it by spacing/step) rather than the step. Weights stored in
+        bf16 or fp16 are probed as they train: there the rounding is the real update.
+        """
+        trained = [p for p in self.mlm.parameters() if p.requires_grad]
+        if self.acc.mixed_precision == "no" or any(p.dtype != torch.float32 for p in trained):
+            return self.acc.autocast
+        device = self.acc.device.type
+        return lambda: torch.autocast(device_type=device, enabled=False)
 
     # ---- set-up: everything that can fail on input fails here, before training ---------
     def setup(self) -> None:
@@ -152,7 +184,7 @@ class Trainer:
         self.hooks = self._hooks_given or MethodHooks(
             cfg,
             self.mlm,
-            autocast=self.acc.autocast,
+            autocast=self._probe_autocast(),
             reduce_mean=lambda t: self.acc.reduce(t, reduction="mean"),
         )
         self.groups = param_groups(self.mlm, cfg.model)

@@ -155,6 +155,8 @@ def reference_kls(mlm, cfg: RunConfig, entry: dict[str, Any]) -> tuple[float, fl
         "media": {n: v[:k] for n, v in b["media"].items()},
     }
     model = copy.deepcopy(mlm).eval()
+    # accelerate wraps a mixed-precision model's forward in autocast; the reference is fp32
+    forward = getattr(model, "_original_forward", model.forward)
 
     def logp(s_new: bool, t_new: bool) -> torch.Tensor:
         state = dict(entry["before"])
@@ -164,7 +166,7 @@ def reference_kls(mlm, cfg: RunConfig, entry: dict[str, Any]) -> tuple[float, fl
         with torch.no_grad():
             for n, p in model.model.named_parameters():
                 p.copy_(state[n])
-            logits = model(**sub)["logits"]
+            logits = forward(**sub)["logits"]
         return F.log_softmax(logits.float(), dim=-1).double()
 
     ref = logp(False, False)
@@ -176,11 +178,19 @@ def reference_kls(mlm, cfg: RunConfig, entry: dict[str, Any]) -> tuple[float, fl
 
 
 @pytest.mark.parametrize(
-    ("dropout", "grad_accum"),
-    [(0.1, 1), (0.0, 1), (0.0, 2)],
-    ids=["lora-dropout-eval-reference", "no-dropout-reuses-training-logits", "grad-accum-2"],
+    ("dropout", "grad_accum", "precision"),
+    [(0.1, 1, "fp32"), (0.0, 1, "fp32"), (0.0, 2, "fp32"), (0.0, 1, "bf16")],
+    ids=[
+        "lora-dropout-eval-reference",
+        "no-dropout-reuses-training-logits",
+        "grad-accum-2",
+        # bf16 training, fp32 weights: the probe measures the step in fp32, not bf16 rounding
+        "bf16-training-fp32-probe",
+    ],
 )
-def test_probe_matches_brute_force(tiny_parts, tmp_path, monkeypatch, dropout, grad_accum):
+def test_probe_matches_brute_force(
+    tiny_parts, tmp_path, monkeypatch, dropout, grad_accum, precision
+):
     rec = run_recorded(
         tiny_parts,
         tmp_path,
@@ -192,6 +202,7 @@ def test_probe_matches_brute_force(tiny_parts, tmp_path, monkeypatch, dropout, g
         grad_accum=grad_accum,
         lr_encoder=3e-2,
         lr_llm=3e-2,
+        precision=precision,
     )
     hooks = rec.hooks
     assert hooks.probe.dropout is (dropout > 0)
