@@ -35,7 +35,18 @@ def machine() -> str:
     except OSError:
         pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return f"{cpu}, {os.cpu_count()} cores{gpu}, Python {platform.python_version()}, torch {torch.__version__}"
+    return f"{cpu}{_vector_isa()}, {os.cpu_count()} cores{gpu}, Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def _vector_isa() -> str:
+    """The widest vector unit torch's CPU kernels use here: machines sold under one model
+    name ("AMD EPYC") differ by 2x in a training step with and without AVX-512, so a
+    timing without it cannot be compared with another machine's."""
+    try:
+        isa = torch.backends.cpu.get_cpu_capability()  # "AVX512", "AVX2", "DEFAULT", ...
+    except Exception:  # older torch, or a platform that does not report it
+        return ""
+    return f" ({isa})" if isa else ""
 
 
 class OtherLoad:
