@@ -31,7 +31,8 @@ def row_name(result: dict) -> str:
 def load_results(args) -> list[dict]:
     """The cached runs that belong to this comparison.
 
-    A run matches on benchmark, row name, seed and steps, and on its recipe overrides: a
+    A run matches on benchmark, row name, seed, ratio and steps, on its test questions
+    (``--test-limit``, ``--test-size``) and thread count, and on its recipe overrides: a
     run made with other ``--set`` overrides (or another variant) is another experiment and
     must not be averaged into these rows.
     """
@@ -48,7 +49,12 @@ def load_results(args) -> list[dict]:
                 name in want
                 and tuple(s.get("extra", ())) == want[name]
                 and s["seed"] in args.seeds
+                and s["ratio"] in args.ratios
                 and s["steps"] == args.steps[bench]
+                # scored on other questions, or timed on other threads: another measurement
+                and s.get("test_limit") == getattr(args, "test_limit", None)
+                and s.get("test_size", 0) == getattr(args, "test_size", 0)
+                and s.get("threads", 1) == getattr(args, "threads", 1)
             ):
                 out.append(r)
     return out

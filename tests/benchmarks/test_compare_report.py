@@ -226,3 +226,20 @@ def test_a_larger_test_split_and_another_thread_count_are_cached_apart(tmp_path,
     (name, out), kw = made[0]
     assert name == "vision" and Path(target).parent == out
     assert kw == {"n_train": 0, "n_val": 0, "n_test": 12}
+
+
+def test_the_report_averages_only_runs_scored_on_the_same_questions(tmp_path):
+    argv = ["--benchmarks", "vision", "--methods", "constant", "--ratios", "10", "--seeds", "0"]
+    for extra, acc in (([], 0.40), (["--test-size", "30"], 0.50), (["--threads", "2"], 0.60)):
+        (spec,) = plan(parse_args([*argv, *extra]))
+        r = _result(spec.method, spec.ratio, spec.seed, [2.0, 1.0], acc, steps=spec.steps)
+        r["spec"] = {**spec.__dict__, "extra": []}
+        (tmp_path / "vision" / spec.key).mkdir(parents=True)
+        (tmp_path / "vision" / spec.key / "result.json").write_text(json.dumps(r))
+    for extra, acc in (([], 0.40), (["--test-size", "30"], 0.50), (["--threads", "2"], 0.60)):
+        args = parse_args([*argv, *extra, "--cache", str(tmp_path)])
+        assert [r["accuracy"] for r in rep.load_results(args)] == [acc], extra
+    other_ratio = parse_args(
+        [*argv[:-4], "--ratios", "1", "--seeds", "0", "--cache", str(tmp_path)]
+    )
+    assert rep.load_results(other_ratio) == []
