@@ -325,7 +325,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--quick", action="store_true", help="vision, constant vs commit, 1 seed")
     ap.add_argument("--report-only", action="store_true")
-    ap.add_argument("--no-write", action="store_true", help="don't touch BENCHMARKS.md")
+    ap.add_argument(
+        "--no-write",
+        action="store_true",
+        help="don't touch BENCHMARKS.md or its figures (plots go to <cache>/plots)",
+    )
     ap.add_argument(
         "--tag", default="", help="suffix of the BENCHMARKS.md section titles (one per budget)"
     )
@@ -396,7 +400,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {spec.benchmark:6s} {spec.key:40s} {secs:7.0f} s  {status}", flush=True)
                 if rc:
                     failed.append(spec)
-    plots = args.cache / "plots" if args.quick else None  # a smoke run leaves the repo alone
+    # a smoke run, or one told not to write, leaves the repo's figures alone: BENCHMARKS.md
+    # links them, and a batch's partial report would overwrite the published plot
+    plots = args.cache / "plots" if args.quick or args.no_write else None
     report(args, write=not args.no_write and not args.quick, plots_dir=plots)
     return 1 if failed else 0
 

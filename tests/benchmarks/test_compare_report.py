@@ -201,7 +201,9 @@ def test_compare_runs_end_to_end_on_a_tiny_recipe_and_caches(tiny_parts, tmp_pat
     mtimes = [p.stat().st_mtime for p in results]
     assert compare_methods.main(argv) == 0  # everything cached: nothing retrained
     assert [p.stat().st_mtime for p in results] == mtimes
-    assert (tmp_path / "results" / "compare_tiny_t4_val_loss.png").is_file()
+    # --no-write: the figures go to the cache, never over the ones BENCHMARKS.md links
+    assert (tmp_path / "cache" / "plots" / "compare_tiny_t4_val_loss.png").is_file()
+    assert not (tmp_path / "results").exists()
 
 
 def test_a_larger_test_split_and_another_thread_count_are_cached_apart(tmp_path, monkeypatch):
