@@ -156,10 +156,13 @@ class Trainer:
         ~2e-4 at |w| = 0.05: an encoder step of 1e-5 changes few rounded weights at all,
         by a whole spacing each, so a bf16 probe reads rounding (KL is quadratic in the
         change, which inflates it by spacing/step) rather than the step. Weights stored in
-        bf16 or fp16 are probed as they train: there the rounding is the real update.
+        bf16 or fp16 are probed as they train: there the rounding is the real update. That
+        includes a model whose frozen base is bf16 under fp32 LoRA adapters, whose layers
+        expect bf16 inputs, so any non-fp32 weight keeps the training autocast.
         """
-        trained = [p for p in self.mlm.parameters() if p.requires_grad]
-        if self.acc.mixed_precision == "no" or any(p.dtype != torch.float32 for p in trained):
+        if self.acc.mixed_precision == "no" or any(
+            p.dtype != torch.float32 for p in self.mlm.parameters()
+        ):
             return self.acc.autocast
         device = self.acc.device.type
         return lambda: torch.autocast(device_type=device, enabled=False)
