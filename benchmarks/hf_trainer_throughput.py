@@ -129,8 +129,8 @@ def run_hf(cfg: RunConfig, steps: int, warmup: int, out: Path) -> dict:
     from commit_train.lr import lr_factor
     from commit_train.modeling import load_model
     from commit_train.partition import apply_tuning, param_groups
+    from commit_train.precision import _precision
     from commit_train.sampler import ResumableBatchSampler
-    from commit_train.trainer import _precision
 
     class LossModel(nn.Module):
         """HF's Trainer reads ``model(**batch)["loss"]``; ``MultimodalLM`` returns answer

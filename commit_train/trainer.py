@@ -46,6 +46,7 @@ from commit_train.methods import MethodHooks
 from commit_train.modeling import RECIPE_NAME, load_model, save_model_dir
 from commit_train.partition import apply_tuning, param_groups
 from commit_train.plots import plot_training
+from commit_train.precision import make_accelerator, probe_autocast
 from commit_train.runs import comparison_tags
 from commit_train.sampler import ResumableBatchSampler
 from commit_train.tracking import RunTracker
@@ -70,34 +71,6 @@ class TrainResult:
     final_val_loss: float | None
     step_time_s: float
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def _precision(cfg: RunConfig) -> str:
-    """accelerate's ``mixed_precision`` value ("no" is its name for fp32)."""
-    p = cfg.train.precision
-    if p == "auto":
-        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return "bf16"
-        return "no"
-    return "no" if p == "fp32" else p
-
-
-def _accelerator(cfg: RunConfig) -> Accelerator:
-    """An Accelerator at the run's precision.
-
-    accelerate keeps one ``AcceleratorState`` per process and refuses a second Accelerator
-    with another ``mixed_precision`` ("has already been initialized"), so a notebook or a
-    test that trains fp32 and then bf16 would fail at its second run. The precision part
-    is reset then; the process-group part (``PartialState``) is kept, so this is safe under
-    torchrun.
-    """
-    from accelerate.state import AcceleratorState
-
-    precision = _precision(cfg)
-    shared = AcceleratorState._shared_state
-    if shared and shared.get("_mixed_precision", precision) != precision:
-        AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision)
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -144,28 +117,9 @@ class Trainer:
         )
         self.resume = resume
         self._hooks_given = hooks
-        self.acc = accelerator or _accelerator(cfg)
+        self.acc = accelerator or make_accelerator(cfg)
         self.scaler = torch.amp.GradScaler("cuda") if self.acc.mixed_precision == "fp16" else None
         self.main = self.acc.is_main_process
-
-    def _probe_autocast(self) -> Any:
-        """The κ probe's forwards: fp32 when the trained weights are fp32, whatever the
-        training precision.
-
-        Under bf16 autocast a weight enters the forward rounded to bf16, whose spacing is
-        ~2e-4 at |w| = 0.05: an encoder step of 1e-5 changes few rounded weights at all,
-        by a whole spacing each, so a bf16 probe reads rounding (KL is quadratic in the
-        change, which inflates it by spacing/step) rather than the step. Weights stored in
-        bf16 or fp16 are probed as they train: there the rounding is the real update. That
-        includes a model whose frozen base is bf16 under fp32 LoRA adapters, whose layers
-        expect bf16 inputs, so any non-fp32 weight keeps the training autocast.
-        """
-        if self.acc.mixed_precision == "no" or any(
-            p.dtype != torch.float32 for p in self.mlm.parameters()
-        ):
-            return self.acc.autocast
-        device = self.acc.device.type
-        return lambda: torch.autocast(device_type=device, enabled=False)
 
     # ---- set-up: everything that can fail on input fails here, before training ---------
     def setup(self) -> None:
@@ -187,7 +141,7 @@ class Trainer:
         self.hooks = self._hooks_given or MethodHooks(
             cfg,
             self.mlm,
-            autocast=self._probe_autocast(),
+            autocast=probe_autocast(self.acc, self.mlm),
             reduce_mean=lambda t: self.acc.reduce(t, reduction="mean"),
         )
         self.groups = param_groups(self.mlm, cfg.model)
