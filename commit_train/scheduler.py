@@ -10,10 +10,11 @@ The scheduler turns the balance probes of §2 into one number, the encoder/LLM L
   ``std_floor``), and then by ``gain`` times the logit of the part of the deviation beyond
   that dead zone, so a borderline reading moves ``r`` by almost nothing; ``r`` stays in
   [r_min, r_max] (default [0.1, 10]), is frozen in the LR tail (base LR factor below
-  ``freeze_below``), and a **degradation guard** never raises the encoder side once the
-  encoder's normalised gradient norm, relative to the LLM's, has fallen below
-  ``guard_ratio`` of its early value (a degrading pretrained encoder moves the output less
-  and would otherwise read as "under-trained"). Multipliers ``m_S = sqrt(r)``,
+  ``freeze_below``), and a **degradation guard** acts while the encoder's normalised
+  gradient norm, relative to the LLM's, is below ``guard_ratio`` of its early value: it
+  never raises the encoder side then (a degrading pretrained encoder moves the output less
+  and would otherwise read as "under-trained") and multiplies ``r`` by ``guard_lower`` at
+  each such update (the encoder LR is too large for it: slow it down). Multipliers ``m_S = sqrt(r)``,
   ``m_T = 1/sqrt(r)``: their product is 1, so the overall LR scale is kept.
 * ``slow_dominant``: the same decisions, but only the dominant side is slowed:
   ``m_S = min(1, r)``, ``m_T = min(1, 1/r)``; no side ever runs above its base LR.
@@ -148,6 +149,17 @@ class CoordinatedLRScheduler:
         g = self.guard_value
         return g is not None and g >= self.cfg.guard_ratio
 
+    def _degraded(self, step: int) -> bool:
+        """The guard fires: reference complete and the current value below ``guard_ratio``.
+
+        Unlike the raise block, this needs evidence: without grad ratios (or before the
+        reference exists) nothing is lowered.
+        """
+        if self.cfg.guard_ratio <= 0 or step <= self.warmup_steps + self.cfg.update_every:
+            return False
+        g = self.guard_value
+        return g is not None and g < self.cfg.guard_ratio
+
     # ------------------------------------------------------------------ update
     def maybe_update(self, step: int, frozen: bool = False) -> bool:
         """Refresh s̄ (and ``r`` when enabled) if ``step`` is an update step.
@@ -186,11 +198,13 @@ class CoordinatedLRScheduler:
         sd = math.sqrt(self._ss / self._dof) if self._dof > 0 else 0.0
         se = max(sd, self.cfg.std_floor) / math.sqrt(n)
         self._last_se = se
-        if not self.enabled or frozen or n < self.cfg.min_probes:
+        if not self.enabled or frozen:
             return
-        step_log = self.robust_step(s_bar, se, self.cfg)
+        step_log = self.robust_step(s_bar, se, self.cfg) if n >= self.cfg.min_probes else 0.0
         if step_log > 0 and not self._encoder_may_rise(step):
             step_log = 0.0
+        if self._degraded(step):  # the encoder LR is too large for it: lower r
+            step_log = min(step_log, math.log(self.cfg.guard_lower))
         lo, hi = self.cfg.lr_bounds
         self._ratio = min(max(self._ratio * math.exp(step_log), lo), hi)
 

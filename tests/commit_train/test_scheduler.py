@@ -329,6 +329,50 @@ def test_degradation_pattern_never_raises_the_encoder_lr():
         assert _feed(healthy, _noisy(0.15, 0.2, seed))[-1] > 1.5
 
 
+def _collapse(t):
+    return 1.0 if t <= WARMUP + 50 else 0.25
+
+
+@pytest.mark.parametrize("rule", ["robust", "slow_dominant"])
+def test_degradation_guard_lowers_the_encoder_side(rule):
+    """While the guard fires, each update multiplies r by ``guard_lower`` (down to r_min).
+
+    Whatever the shares say: balanced, encoder "under-trained" (the degraded reading) or
+    dominant, the encoder side is slowed from the first update after the reference.
+    """
+    for mean in (0.15, 0.5, 0.85):
+        s = CoordinatedLRScheduler(_robust(rule=rule), warmup_steps=WARMUP)
+        ratios = _feed(s, _noisy(mean, 0.2, 0), grad=_collapse)
+        assert ratios[99] <= 0.5 * ratios[98] <= 0.5, (mean, ratios[99])  # step 100
+        assert ratios[-1] == pytest.approx(0.1)  # bounded below by r_min
+        assert s.multipliers()["encoder"] < 1.0
+
+
+def test_degradation_guard_lower_1_only_blocks_raises():
+    """``guard_lower: 1`` is the earlier guard: no raise, but no lowering either."""
+    s = CoordinatedLRScheduler(_robust(guard_lower=1.0), warmup_steps=WARMUP)
+    assert max(_feed(s, _noisy(0.15, 0.2, 0), grad=_collapse)) == 1.0
+
+
+def test_degradation_guard_needs_evidence_to_lower():
+    """No grad ratios (or a healthy ratio) never lowers r on a balanced run."""
+    for grad in (lambda t: None, lambda t: 1.0, lambda t: 1.0 if t <= WARMUP + 50 else 0.7):
+        s = CoordinatedLRScheduler(_robust(), warmup_steps=WARMUP)
+        ratios = _feed(s, lambda t: 0.5, grad=grad)
+        assert ratios[-1] == 1.0
+
+
+def test_degradation_guard_stops_when_the_encoder_recovers():
+    """Lowered while degraded, r then stays (no raise past the share rule's own steps)."""
+
+    def dip(t):
+        return 0.25 if WARMUP + 50 < t <= 100 else 1.0
+
+    s = CoordinatedLRScheduler(_robust(), warmup_steps=WARMUP)
+    ratios = _feed(s, lambda t: 0.5, grad=dip)
+    assert ratios[99] == pytest.approx(0.5) and ratios[-1] == pytest.approx(0.5)
+
+
 def test_robust_uses_only_probes_since_the_last_update():
     cfg = _robust(update_every=10, min_probes=3, guard_ratio=0.0)
     s = CoordinatedLRScheduler(cfg)
