@@ -11,16 +11,21 @@ the guard value at each update and the final test accuracy, so a threshold can b
 off against outcomes. Pure replay: no training, seconds on a CPU.
 
 Only the steps before the guard first fires are what an actual run with the guard would
-also see; after that the guard changes the run. Runs are grouped by encoder LR ratio.
+also see; after that the guard changes the run. Runs are grouped by encoder LR ratio. The
+"early" column is the raw encoder/LLM ratio (median per window) over the first 50 steps,
+before the guard has its reference: a signal that could act earlier would have to show the
+later collapse there.
 
     .venv/bin/python benchmarks/guard_replay.py                       # the v3 cache
     .venv/bin/python benchmarks/guard_replay.py --set balance.guard_ratio=0.5 --no-write
+    .venv/bin/python benchmarks/guard_replay.py --benchmark audio --no-write
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -33,7 +38,12 @@ from commit_train.scheduler import CoordinatedLRScheduler  # noqa: E402
 
 SECTION = "Degradation guard replay"
 DEFAULT_CACHE = ROOT / "benchmarks/results/compare_cache_v3"
-RECIPE = ROOT / "recipes/builtin_vision.yaml"
+RECIPES = {
+    "vision": ROOT / "recipes/builtin_vision.yaml",
+    "audio": ROOT / "recipes/builtin_audio.yaml",
+}
+RECIPE = RECIPES["vision"]
+EARLY_WINDOWS = ((1, 10), (11, 25), (26, 50))
 
 
 def replay(history: dict, cfg) -> list[tuple[int, float | None]]:
@@ -51,14 +61,26 @@ def replay(history: dict, cfg) -> list[tuple[int, float | None]]:
     return out
 
 
+def early_ratios(history: dict) -> list[float | None]:
+    """Median raw encoder/LLM normalised grad-norm ratio in each of :data:`EARLY_WINDOWS`."""
+    enc = {int(s): v for s, v in history["grad_norm/encoder_normalized"]}
+    llm = {int(s): v for s, v in history["grad_norm/llm_normalized"]}
+    out = []
+    for lo, hi in EARLY_WINDOWS:
+        xs = [enc[s] / llm[s] for s in range(lo, hi + 1) if s in enc and llm.get(s)]
+        out.append(statistics.median(xs) if xs else None)
+    return out
+
+
 def first_fire(values: list[tuple[int, float | None]], threshold: float) -> int | None:
     """The first update step at which the guard fires, if any."""
     return next((s for s, g in values if g is not None and g < threshold), None)
 
 
-def load_runs(cache: Path) -> list[dict]:
+def load_runs(cache: Path, benchmark: str = "vision") -> list[dict]:
+    """One benchmark's cached results that carry grad-norm histories."""
     runs = []
-    for path in sorted(cache.glob("*/*/result.json")):
+    for path in sorted((cache / benchmark).glob("*/result.json")):
         res = json.loads(path.read_text())
         hist = res.get("history", {})
         if "grad_norm/encoder_normalized" in hist and "grad_norm/llm_normalized" in hist:
@@ -73,17 +95,20 @@ def report(runs: list[dict], cfg) -> str:
         f"update, threshold guard_ratio={thr:g}; `*` = fires. Accuracy = the run's final test "
         "accuracy. A run that already ran with a lowering guard shows its own trajectory.",
         "",
-        "| run | ratio | accuracy | guard value at update steps | first fire |",
-        "|---|---|---|---|---|",
+        "| run | ratio | accuracy | early: steps "
+        + " / ".join(f"{lo}–{hi}" for lo, hi in EARLY_WINDOWS)
+        + " | guard value at update steps | first fire |",
+        "|---|---|---|---|---|---|",
     ]
     runs = sorted(runs, key=lambda r: (r["spec"]["ratio"], -r["accuracy"]))
     for res in runs:
         values = replay(res["history"], cfg)
         cells = " ".join(f"{s}:{g:.2f}{'*' if g < thr else ''}" for s, g in values if g is not None)
         fire = first_fire(values, thr)
+        early = " / ".join("-" if x is None else f"{x:.2f}" for x in early_ratios(res["history"]))
         lines.append(
             f"| {res['key']} | ×{res['spec']['ratio']:g} | {100 * res['accuracy']:.1f}% "
-            f"| {cells} | {fire if fire else '-'} |"
+            f"| {early} | {cells} | {fire if fire else '-'} |"
         )
     return "\n".join(lines)
 
@@ -91,19 +116,26 @@ def report(runs: list[dict], cfg) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    ap.add_argument("--recipe", type=Path, default=RECIPE)
+    ap.add_argument("--benchmark", choices=sorted(RECIPES), default="vision")
+    ap.add_argument("--recipe", type=Path, help="the recipe whose guard settings to replay")
     ap.add_argument("--set", action="append", default=[], help="recipe override KEY=VALUE")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
-    cfg = load_config(args.recipe, args.set)
-    runs = load_runs(args.cache)
+    cfg = load_config(args.recipe or RECIPES[args.benchmark], args.set)
+    runs = load_runs(args.cache, args.benchmark)
     if not runs:
-        raise SystemExit(f"no result.json with grad-norm histories under {args.cache}")
+        raise SystemExit(
+            f"no result.json with grad-norm histories under {args.cache / args.benchmark}"
+        )
     body = report(runs, cfg)
     print(body)
     if not args.no_write:
-        cmd = " ".join(["python benchmarks/guard_replay.py", *(f"--set {s}" for s in args.set)])
-        write_section(SECTION, f"`{cmd}` (cache {args.cache.name})\n\n{body}")
+        bench = [] if args.benchmark == "vision" else [f"--benchmark {args.benchmark}"]
+        cmd = " ".join(
+            ["python benchmarks/guard_replay.py", *bench, *(f"--set {s}" for s in args.set)]
+        )
+        section = SECTION if args.benchmark == "vision" else f"{SECTION}, {args.benchmark}"
+        write_section(section, f"`{cmd}` (cache {args.cache.name})\n\n{body}")
     return 0
 
 

@@ -46,3 +46,26 @@ def test_report_marks_firing_runs_and_skips_results_without_histories(tmp_path):
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if "×10" in line}
     assert "100:0.20*" in rows["degraded"] and rows["degraded"].endswith("| 100 |")
     assert "*" not in rows["healthy"] and rows["healthy"].endswith("| - |")
+
+
+def test_early_ratios_are_window_medians_of_the_raw_ratio():
+    hist = _history(0.3)
+    # encoder 2.0 at steps 1-5, 1.0 after: the first window's median sits between them
+    hist["grad_norm/encoder_normalized"][:5] = [[s, 2.0] for s in range(1, 6)]
+    hist["grad_norm/llm_normalized"][10] = [11, 0.0]  # a step without an LLM grad norm: skipped
+    assert gr.early_ratios(hist) == [1.5, 1.0, 1.0]
+    assert gr.early_ratios({**hist, "grad_norm/encoder_normalized": [[1, 0.5]]}) == [
+        0.5,
+        None,
+        None,
+    ]
+
+
+def test_load_runs_reads_one_benchmark(tmp_path):
+    for bench in ("vision", "audio"):
+        d = tmp_path / bench / f"{bench}-run"
+        d.mkdir(parents=True)
+        res = {"key": d.name, "spec": {"ratio": 10.0}, "accuracy": 0.5, "history": _history(1.0)}
+        (d / "result.json").write_text(json.dumps(res))
+    assert [r["key"] for r in gr.load_runs(tmp_path)] == ["vision-run"]
+    assert [r["key"] for r in gr.load_runs(tmp_path, "audio")] == ["audio-run"]
