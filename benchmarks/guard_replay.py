@@ -1,4 +1,4 @@
-"""Replay cached comparison runs' grad-norm histories through the degradation guard.
+"""Replay cached comparison runs' histories through the scheduler: guard and LR ratio.
 
 The guard (docs/METHOD.md, robust rules, point 5) watches the encoder's normalised gradient
 norm over the LLM's, relative to its early value, and fires below ``balance.guard_ratio``.
@@ -8,7 +8,12 @@ checkable offline: every run of ``benchmarks/compare_methods.py`` keeps its per-
 :class:`~commit_train.scheduler.CoordinatedLRScheduler` exactly as the trainer does (one
 value per optimizer step, the recipe's warm-up and ``update_every``) and prints, per run,
 the guard value at each update and the final test accuracy, so a threshold can be read
-off against outcomes. Pure replay: no training, seconds on a CPU.
+off against outcomes. The probes logged in the same history (``balance/share_encoder``,
+``balance/kappa``) are fed too, so the table also gives the LR ratio r the rule sets at
+each update: on a scheduled run it reproduces the run's own r; on a Constant LR run it is
+what ``commit_sched`` would have done, and while r stays 1 the two are the same run (so a
+``commit_sched`` cell whose replay never moves r needs no training to know its result).
+Pure replay: no training, seconds on a CPU.
 
 Only the steps before the guard first fires are what an actual run with the guard would
 also see; after that the guard changes the run. Runs are grouped by encoder LR ratio. The
@@ -19,6 +24,7 @@ later collapse there.
     .venv/bin/python benchmarks/guard_replay.py                       # the v3 cache
     .venv/bin/python benchmarks/guard_replay.py --set balance.guard_ratio=0.5 --no-write
     .venv/bin/python benchmarks/guard_replay.py --benchmark audio --no-write
+    .venv/bin/python benchmarks/guard_replay.py --set balance.rule=proportional --no-write
 """
 
 from __future__ import annotations
@@ -28,12 +34,14 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._report import write_section  # noqa: E402
 from commit_train.config import load_config  # noqa: E402
+from commit_train.lr import lr_factor  # noqa: E402
 from commit_train.scheduler import CoordinatedLRScheduler  # noqa: E402
 
 SECTION = "Degradation guard replay"
@@ -46,19 +54,48 @@ RECIPE = RECIPES["vision"]
 EARLY_WINDOWS = ((1, 10), (11, 25), (26, 50))
 
 
-def replay(history: dict, cfg) -> list[tuple[int, float | None]]:
-    """Guard value at every update step of one run's grad-norm history."""
+class Update(NamedTuple):
+    """The scheduler's state right after one update step of a replay."""
+
+    step: int
+    guard: float | None  # encoder/LLM grad-norm ratio over its early value
+    ratio: float  # the LR ratio r the rule holds from this step on
+
+
+def replay(history: dict, cfg, steps: int | None = None) -> list[Update]:
+    """Guard value and LR ratio at every update step of one run's cached histories.
+
+    Feeds the scheduler what the trainer feeds it, in the trainer's order: each optimizer
+    step's grad-norm ratio, then the probe logged at that step (``balance/share_encoder``
+    and ``balance/kappa``; a history without probes replays the guard alone), then the
+    update, frozen in the LR tail of a ``steps``-step run. On a Constant LR run this is
+    exactly what ``commit_sched`` with the same recipe would decide up to its first move of
+    r; before that move the two runs are the same run, step for step.
+    """
     enc = {int(s): v for s, v in history["grad_norm/encoder_normalized"]}
     llm = {int(s): v for s, v in history["grad_norm/llm_normalized"]}
+    share = {int(s): v for s, v in history.get("balance/share_encoder", [])}
+    kappa = {int(s): v for s, v in history.get("balance/kappa", [])}
+    last = max(enc, default=0)
+    train = cfg.train.model_copy(update={"steps": steps or last})
     sched = CoordinatedLRScheduler(cfg.balance, True, cfg.train.warmup_steps)
     out = []
-    for step in range(1, max(enc, default=0) + 1):
+    for step in range(1, last + 1):
         if step in enc and llm.get(step):
             sched.observe_grad_ratio(step, enc[step] / llm[step])
+        if step in share:
+            sched.observe(step, kappa.get(step), share[step])
         if step % cfg.balance.update_every == 0:
-            out.append((step, sched.guard_value))
-            sched.maybe_update(step)
+            guard = sched.guard_value
+            tail = step >= train.warmup_steps and lr_factor(step, train) < cfg.balance.freeze_below
+            sched.maybe_update(step, frozen=tail)
+            out.append(Update(step, guard, sched.ratio))
     return out
+
+
+def first_move(values: list[Update]) -> int | None:
+    """The first update step at which the rule moves r away from 1, if any."""
+    return next((u.step for u in values if abs(u.ratio - 1.0) > 1e-12), None)
 
 
 def early_ratios(history: dict) -> list[float | None]:
@@ -72,9 +109,9 @@ def early_ratios(history: dict) -> list[float | None]:
     return out
 
 
-def first_fire(values: list[tuple[int, float | None]], threshold: float) -> int | None:
+def first_fire(values: list[Update], threshold: float) -> int | None:
     """The first update step at which the guard fires, if any."""
-    return next((s for s, g in values if g is not None and g < threshold), None)
+    return next((u.step for u in values if u.guard is not None and u.guard < threshold), None)
 
 
 def load_runs(cache: Path, benchmark: str = "vision") -> list[dict]:
@@ -88,27 +125,49 @@ def load_runs(cache: Path, benchmark: str = "vision") -> list[dict]:
     return runs
 
 
-def report(runs: list[dict], cfg) -> str:
-    thr = cfg.balance.guard_ratio
+def run_config(recipe: Path, res: dict, overrides: list[str]):
+    """The settings one cached run is replayed with: the recipe, the run's own overrides
+    (a variant such as ``commit@balance.rule=slow_dominant``), then ``overrides``."""
+    return load_config(recipe, [*res["spec"].get("extra", []), *overrides])
+
+
+def report(runs: list[dict], recipe: Path, overrides: list[str]) -> str:
+    cfg = load_config(recipe, overrides)
     lines = [
         f"Guard value (encoder/LLM normalised grad-norm ratio over its early value) at each "
-        f"update, threshold guard_ratio={thr:g}; `*` = fires. Accuracy = the run's final test "
-        "accuracy. A run that already ran with a lowering guard shows its own trajectory.",
+        f"update, threshold guard_ratio={cfg.balance.guard_ratio:g}; `*` = fires. r = the LR "
+        f"ratio the rule (`{cfg.balance.rule}`) sets from the run's own probes and grad norms "
+        "at each update. A run that ran with other settings (a key with a suffix) is replayed "
+        "with its own. Accuracy = the run's final test accuracy. A scheduled run shows its own "
+        "trajectory (the replay reproduces its logged r); on a Constant LR run r is what "
+        "`commit_sched` would have done, exactly until r first moves (the runs are identical "
+        "before that), and only indicative after it.",
         "",
         "| run | ratio | accuracy | early: steps "
         + " / ".join(f"{lo}–{hi}" for lo, hi in EARLY_WINDOWS)
-        + " | guard value at update steps | first fire |",
-        "|---|---|---|---|---|---|",
+        + " | guard value at update steps | first fire | r at update steps | r first moves |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     runs = sorted(runs, key=lambda r: (r["spec"]["ratio"], -r["accuracy"]))
     for res in runs:
-        values = replay(res["history"], cfg)
-        cells = " ".join(f"{s}:{g:.2f}{'*' if g < thr else ''}" for s, g in values if g is not None)
+        run_cfg = run_config(recipe, res, overrides)
+        thr = run_cfg.balance.guard_ratio
+        values = replay(res["history"], run_cfg, res["spec"].get("steps"))
+        cells = " ".join(
+            f"{u.step}:{u.guard:.2f}{'*' if u.guard < thr else ''}"
+            for u in values
+            if u.guard is not None
+        )
         fire = first_fire(values, thr)
         early = " / ".join("-" if x is None else f"{x:.2f}" for x in early_ratios(res["history"]))
+        if "balance/share_encoder" in res["history"]:
+            ratios = " ".join(f"{u.step}:{u.ratio:.2f}" for u in values)
+            moved = first_move(values)
+        else:
+            ratios, moved = "no probes", None
         lines.append(
             f"| {res['key']} | ×{res['spec']['ratio']:g} | {100 * res['accuracy']:.1f}% "
-            f"| {early} | {cells} | {fire if fire else '-'} |"
+            f"| {early} | {cells} | {fire if fire else '-'} | {ratios} | {moved if moved else '-'} |"
         )
     return "\n".join(lines)
 
@@ -121,13 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], help="recipe override KEY=VALUE")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
-    cfg = load_config(args.recipe or RECIPES[args.benchmark], args.set)
+    recipe = args.recipe or RECIPES[args.benchmark]
+    load_config(recipe, args.set)  # a bad --set fails here, before any replay
     runs = load_runs(args.cache, args.benchmark)
     if not runs:
         raise SystemExit(
             f"no result.json with grad-norm histories under {args.cache / args.benchmark}"
         )
-    body = report(runs, cfg)
+    body = report(runs, recipe, args.set)
     print(body)
     if not args.no_write:
         bench = [] if args.benchmark == "vision" else [f"--benchmark {args.benchmark}"]
