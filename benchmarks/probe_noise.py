@@ -164,14 +164,13 @@ def time_probe(tr: Trainer, batch: dict, sizes: list[int], reps: int) -> dict[in
     for k in sizes:
         probe = BalanceProbe(tr.mlm, k, cfg.epsilon, tr.acc.autocast)
         times = []
-        for _ in range(reps + 1):  # the first one also decides the reference mode
+        for _ in range(reps + 1):  # the first one warms up
             t0 = time.perf_counter()
             probe.capture(batch, train_out)
             probe.after_encoder_step(True)
             probe.after_llm_step(True)
             times.append(time.perf_counter() - t0)
         out[k] = statistics.median(times[1:])
-        out[f"eval_ref_{k}"] = bool(probe.eval_reference)
     return out
 
 
@@ -185,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cost-reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--quick", action="store_true", help="smoke run: 8 steps, batch 4")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="recipe override KEY=VALUE (e.g. train.lr_encoder=1e-4: how the share responds)",
+    )
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--benchmarks-md", type=Path, default=ROOT / "BENCHMARKS.md")
     args = ap.parse_args(argv)
@@ -204,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if batch_size:
         overrides.append(f"train.batch_size={batch_size}")
-    cfg = load_config(args.recipe, overrides)
+    cfg = load_config(args.recipe, [*args.set, *overrides])
     measure = set(range(args.measure_from, args.steps, args.measure_every))
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="probe-noise-") as tmp:
@@ -290,7 +295,6 @@ def main(argv: list[str] | None = None) -> int:
         if best
         else "none meets the target"
     )
-    eval_ref = all(cost.get(f"eval_ref_{k}") for k in sizes)
     body = f"""Command: `.venv/bin/commit prepare && nice -n 10 .venv/bin/{cmd}`
 
 Machine: {machine()}, {torch.get_num_threads()} torch threads. Recipe
@@ -300,8 +304,8 @@ Machine: {machine()}, {torch.get_num_threads()} torch threads. Recipe
 forwards, as the probe). A probe of size k reads the first k examples; its per-probe std is
 taken across the measured steps (sampling noise plus real step-to-step change), the
 within-step std over all k-subsets of the same step (sampling alone). Probe time: the real
-`BalanceProbe` at each size, median of {args.cost_reps}, reference recomputed in eval mode:
-{"yes (Lite0's stochastic depth makes training and eval forwards differ)" if eval_ref else "no"}.
+`BalanceProbe` at each size, median of {args.cost_reps}, with its eval-mode reference
+forward (Lite0's stochastic depth makes training and eval forwards differ).
 Probe-free training step: {step_time:.2f} s (median). Wall time {wall:.0f} s.
 
 {table}
