@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._report import write_section  # noqa: E402
 from commit_train.config import load_config  # noqa: E402
-from commit_train.lr import lr_factor  # noqa: E402
+from commit_train.lr import in_lr_tail  # noqa: E402
 from commit_train.scheduler import CoordinatedLRScheduler  # noqa: E402
 
 SECTION = "Degradation guard replay"
@@ -66,8 +66,9 @@ def replay(history: dict, cfg, steps: int | None = None) -> list[Update]:
     """Guard value and LR ratio at every update step of one run's cached histories.
 
     Feeds the scheduler what the trainer feeds it, in the trainer's order: each optimizer
-    step's grad-norm ratio, then the probe logged at that step (``balance/share_encoder``
-    and ``balance/kappa``; a history without probes replays the guard alone), then the
+    step's grad-norm ratio, then the probe of that step (``balance/share_encoder`` and
+    ``balance/kappa``, every ``probe_every`` steps; a probe step with nothing logged was a
+    skipped probe; a history without probes replays the guard alone), then the
     update, frozen in the LR tail of a ``steps``-step run. On a Constant LR run this is
     exactly what ``commit_sched`` with the same recipe would decide up to its first move of
     r; before that move the two runs are the same run, step for step.
@@ -83,12 +84,12 @@ def replay(history: dict, cfg, steps: int | None = None) -> list[Update]:
     for step in range(1, last + 1):
         if step in enc and llm.get(step):
             sched.observe_grad_ratio(step, enc[step] / llm[step])
-        if step in share:
-            sched.observe(step, kappa.get(step), share[step])
+        if share and step % cfg.balance.probe_every == 0:
+            # a probe ran here; one that was skipped logged nothing and counts as missing
+            sched.observe(step, kappa.get(step), share.get(step))
         if step % cfg.balance.update_every == 0:
             guard = sched.guard_value
-            tail = step >= train.warmup_steps and lr_factor(step, train) < cfg.balance.freeze_below
-            sched.maybe_update(step, frozen=tail)
+            sched.maybe_update(step, frozen=in_lr_tail(step, train, cfg.balance.freeze_below))
             out.append(Update(step, guard, sched.ratio))
     return out
 
@@ -181,7 +182,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
     recipe = args.recipe or RECIPES[args.benchmark]
-    load_config(recipe, args.set)  # a bad --set fails here, before any replay
     runs = load_runs(args.cache, args.benchmark)
     if not runs:
         raise SystemExit(

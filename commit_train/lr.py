@@ -23,3 +23,12 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     if cfg.schedule == "linear":
         return floor + (1.0 - floor) * (1.0 - progress)
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def in_lr_tail(step: int, cfg: TrainConfig, below: float) -> bool:
+    """Whether ``step`` lies in the schedule's tail: past warm-up, factor under ``below``.
+
+    The coordinated scheduler freezes r there (``balance.freeze_below``); the trainer and
+    the offline replay (``benchmarks/guard_replay.py``) must agree on it step for step.
+    """
+    return step >= cfg.warmup_steps and lr_factor(step, cfg) < below

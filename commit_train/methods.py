@@ -25,7 +25,7 @@ from commit_train.config import RunConfig
 from commit_train.errors import ConfigError
 from commit_train.hooks import SIDES, StepHooks
 from commit_train.losses import aux_weight, get_aux
-from commit_train.lr import lr_factor
+from commit_train.lr import in_lr_tail
 from commit_train.modeling.base import MultimodalLM
 from commit_train.partition import param_groups
 from commit_train.scheduler import CoordinatedLRScheduler
@@ -149,9 +149,7 @@ class MethodHooks(StepHooks):
                 logs.update(res.metrics())
                 logs["balance/probes_skipped"] = float(self.probes_skipped)
         done = step + 1
-        tail = done >= self.train_cfg.warmup_steps and (
-            lr_factor(done, self.train_cfg) < self.bal.freeze_below
-        )
+        tail = in_lr_tail(done, self.train_cfg, self.bal.freeze_below)
         updated = self.sched.maybe_update(done, frozen=tail)
         if updated and self.sched.signal_se is not None:
             logs["balance/signal_se"] = self.sched.signal_se
