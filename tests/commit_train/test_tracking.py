@@ -80,6 +80,7 @@ def test_params_are_redacted_in_mlflow_and_in_logs(cfg, caplog):
     params.update({f"extra.p{i}": i for i in range(150)})  # > one 100-param batch
     tags = {"source": "s3://AKIAKEY:s3cr3t@bucket/data", "hf_token": "hf_abcdef"}
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="commit_train")  # whatever ran before set it
     with tracker(cfg, params, tags=tags) as t:
         run_id = t.run_id
     run = MlflowClient(cfg.uri).get_run(run_id)
