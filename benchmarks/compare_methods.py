@@ -124,10 +124,22 @@ class RunSpec:
             return str(test_set_dir(self.benchmark, self.test_size, cache) / "test.jsonl")
         return self.benchmark
 
-    def overrides(self, out: Path, cache: Path) -> list[str]:
+    def base_config(self):
         from commit_train.config import load_config
 
-        base = load_config(self.recipe_path, list(self.extra))
+        return load_config(self.recipe_path, list(self.extra))
+
+    def learning_rates(self) -> dict[str, float | None]:
+        """The LRs this run trains with under today's recipe (as ``result.json`` records)."""
+        t = self.base_config().train
+        return {
+            "lr_encoder": float(f"{t.lr_encoder * self.ratio:.6g}"),
+            "lr_projector": t.lr_projector,
+            "lr_llm": t.lr_llm,
+        }
+
+    def overrides(self, out: Path, cache: Path) -> list[str]:
+        base = self.base_config()
         return [
             f"method={self.method}",
             f"seed={self.seed}",
@@ -266,6 +278,32 @@ def _relative(target: str) -> str:
         return target
 
 
+def stale_results(specs: list[RunSpec], cache: Path) -> list[str]:
+    """Cached runs that trained with other LRs than their spec gives under today's recipe.
+
+    A key holds the ratio to the recipe's LR, not the LR: after a recipe's LR is re-tuned, a
+    cached ``x1`` run is a measurement at another ratio, and reporting it under the new
+    one would be silently wrong (issue 15: the audio recipe's encoder LR moved).
+    """
+    problems = []
+    for spec in specs:
+        path = result_path(spec, cache)
+        if not path.is_file():
+            continue
+        cached = json.loads(path.read_text())
+        for field, want in spec.learning_rates().items():
+            got = cached.get(field)
+            same = got == want or (
+                got is not None and want is not None and abs(got - want) <= 1e-6 * abs(want)
+            )
+            if not same:
+                problems.append(
+                    f"{path}: {field} {got} was trained, but {spec.recipe_path.name} now "
+                    f"gives {want} at ratio ×{spec.ratio:g}"
+                )
+    return problems
+
+
 def run_dir(spec: RunSpec, cache: Path) -> Path:
     return cache / spec.benchmark / spec.key
 
@@ -389,6 +427,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from benchmarks._compare_report import report
 
+    stale = stale_results(plan(args), args.cache)
+    if stale:
+        print("Cached results that no longer match their recipe (move them to the key of "
+              "the ratio they ran at, or delete them to rerun):", *stale, sep="\n  ",
+              file=sys.stderr)  # fmt: skip
+        return 2
     todo = [s for s in plan(args) if not result_path(s, args.cache).is_file()]
     print(f"{len(plan(args))} runs planned, {len(todo)} not cached yet (cache: {args.cache})")
     failed = []

@@ -171,7 +171,9 @@ def test_a_method_variant_is_its_own_run_and_its_own_row(tmp_path):
 
 
 @pytest.mark.slow
-def test_compare_runs_end_to_end_on_a_tiny_recipe_and_caches(tiny_parts, tmp_path, monkeypatch):
+def test_compare_runs_end_to_end_on_a_tiny_recipe_and_caches(
+    tiny_parts, tmp_path, monkeypatch, capsys
+):
     """The real script: subprocess runs of two methods at two ratios, cached results,
     then a second call that trains nothing and reports from the cache."""
     import yaml
@@ -201,6 +203,14 @@ def test_compare_runs_end_to_end_on_a_tiny_recipe_and_caches(tiny_parts, tmp_pat
     mtimes = [p.stat().st_mtime for p in results]
     assert compare_methods.main(argv) == 0  # everything cached: nothing retrained
     assert [p.stat().st_mtime for p in results] == mtimes
+    # a re-tuned recipe makes the cached runs other measurements: refused, each one named
+    retuned = tiny_recipe_dict(tiny_parts, tmp_path / "unused")
+    retuned["train"]["lr_encoder"] *= 10
+    recipe.write_text(yaml.safe_dump(retuned))
+    assert compare_methods.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("lr_encoder") == 4 and "commit-x10-s0-t4" in err and "tiny.yaml" in err
+    assert [p.stat().st_mtime for p in results] == mtimes  # nothing rerun or overwritten
     # --no-write: the figures go to the cache, never over the ones BENCHMARKS.md links
     assert (tmp_path / "cache" / "plots" / "compare_tiny_t4_val_loss.png").is_file()
     assert not (tmp_path / "results").exists()
