@@ -139,7 +139,6 @@ class RunSpec:
         }
 
     def overrides(self, out: Path, cache: Path) -> list[str]:
-        base = self.base_config()
         return [
             f"method={self.method}",
             f"seed={self.seed}",
@@ -148,7 +147,7 @@ class RunSpec:
             "train.save_every=0",
             "train.keep_checkpoints=1",
             f"train.output_dir={out}",
-            f"train.lr_encoder={base.train.lr_encoder * self.ratio:.6g}",
+            f"train.lr_encoder={self.learning_rates()['lr_encoder']:.6g}",
             f"tracking.uri=sqlite:///{cache / 'mlflow.db'}",
             f"tracking.experiment=compare-{self.benchmark}",
             f"tracking.run_name={self.key}",
@@ -427,14 +426,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from benchmarks._compare_report import report
 
-    stale = stale_results(plan(args), args.cache)
+    specs = plan(args)
+    stale = stale_results(specs, args.cache)
     if stale:
         print("Cached results that no longer match their recipe (move them to the key of "
               "the ratio they ran at, or delete them to rerun):", *stale, sep="\n  ",
               file=sys.stderr)  # fmt: skip
         return 2
-    todo = [s for s in plan(args) if not result_path(s, args.cache).is_file()]
-    print(f"{len(plan(args))} runs planned, {len(todo)} not cached yet (cache: {args.cache})")
+    todo = [s for s in specs if not result_path(s, args.cache).is_file()]
+    print(f"{len(specs)} runs planned, {len(todo)} not cached yet (cache: {args.cache})")
     failed = []
     if todo and not args.report_only:
         ensure_test_sets(todo, args.cache)

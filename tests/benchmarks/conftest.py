@@ -9,14 +9,18 @@ import logging
 import pytest
 import torch
 
-_LOGGERS = ("", "transformers", "accelerate", "commit_train", "peft", "mlflow")
+
+def _loggers() -> dict[str, logging.Logger]:
+    found = logging.root.manager.loggerDict.items()
+    return {"": logging.root} | {n: lg for n, lg in found if isinstance(lg, logging.Logger)}
 
 
 @pytest.fixture(autouse=True)
 def _restore_process_settings():
-    levels = {name: logging.getLogger(name).level for name in _LOGGERS}
+    """Every logger's level as before the test (new ones back to NOTSET), and torch's threads."""
+    levels = {name: lg.level for name, lg in _loggers().items()}
     threads = torch.get_num_threads()
     yield
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
+    for name, lg in _loggers().items():
+        lg.setLevel(levels.get(name, logging.NOTSET))
     torch.set_num_threads(threads)
