@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._report import write_section  # noqa: E402
 from commit_train.config import load_config  # noqa: E402
 from commit_train.lr import in_lr_tail  # noqa: E402
+from commit_train.methods import scheduled_aux_weight  # noqa: E402
 from commit_train.scheduler import CoordinatedLRScheduler  # noqa: E402
 
 SECTION = "Degradation guard replay"
@@ -60,6 +61,7 @@ class Update(NamedTuple):
     step: int
     guard: float | None  # encoder/LLM grad-norm ratio over its early value
     ratio: float  # the LR ratio r the rule holds from this step on
+    aux: float  # the aux-loss weight with `aux_weighting: excess` from this step on
 
 
 def replay(history: dict, cfg, steps: int | None = None) -> list[Update]:
@@ -80,6 +82,7 @@ def replay(history: dict, cfg, steps: int | None = None) -> list[Update]:
     last = max(enc, default=0)
     train = cfg.train.model_copy(update={"steps": steps or last})
     sched = CoordinatedLRScheduler(cfg.balance, True, cfg.train.warmup_steps)
+    excess = cfg.balance.model_copy(update={"aux_weighting": "excess"})
     out = []
     for step in range(1, last + 1):
         if step in enc and llm.get(step):
@@ -90,13 +93,20 @@ def replay(history: dict, cfg, steps: int | None = None) -> list[Update]:
         if step % cfg.balance.update_every == 0:
             guard = sched.guard_value
             sched.maybe_update(step, frozen=in_lr_tail(step, train, cfg.balance.freeze_below))
-            out.append(Update(step, guard, sched.ratio))
+            aux = scheduled_aux_weight(excess, sched)
+            out.append(Update(step, guard, sched.ratio, aux))
     return out
 
 
 def first_move(values: list[Update]) -> int | None:
     """The first update step at which the rule moves r away from 1, if any."""
     return next((u.step for u in values if abs(u.ratio - 1.0) > 1e-12), None)
+
+
+def first_aux(values: list[Update], steps: int) -> int | None:
+    """The first update step after which excess-weighted ``L_aux`` would act in a
+    ``steps``-step run, if any (a weight set at the last step acts on no step)."""
+    return next((u.step for u in values if u.aux > 0 and u.step < steps), None)
 
 
 def early_ratios(history: dict) -> list[float | None]:
@@ -142,18 +152,23 @@ def report(runs: list[dict], recipe: Path, overrides: list[str]) -> str:
         "with its own. Accuracy = the run's final test accuracy. A scheduled run shows its own "
         "trajectory (the replay reproduces its logged r); on a Constant LR run r is what "
         "`commit_sched` would have done, exactly until r first moves (the runs are identical "
-        "before that), and only indicative after it.",
+        "before that), and only indicative after it. aux acts = the first update after "
+        "which `L_aux` with `balance.aux_weighting: excess` would have a non-zero weight: "
+        "where neither r moves nor aux acts, `commit@balance.aux_weighting=excess` is "
+        "the Constant LR run step for step.",
         "",
         "| run | ratio | accuracy | early: steps "
         + " / ".join(f"{lo}–{hi}" for lo, hi in EARLY_WINDOWS)
-        + " | guard value at update steps | first fire | r at update steps | r first moves |",
-        "|---|---|---|---|---|---|---|---|",
+        + " | guard value at update steps | first fire | r at update steps | r first moves "
+        "| aux acts |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     runs = sorted(runs, key=lambda r: (r["spec"]["ratio"], -r["accuracy"]))
     for res in runs:
         run_cfg = run_config(recipe, res, overrides)
         thr = run_cfg.balance.guard_ratio
-        values = replay(res["history"], run_cfg, res["spec"].get("steps"))
+        steps = res["spec"].get("steps")
+        values = replay(res["history"], run_cfg, steps)
         cells = " ".join(
             f"{u.step}:{u.guard:.2f}{'*' if u.guard < thr else ''}"
             for u in values
@@ -164,11 +179,12 @@ def report(runs: list[dict], recipe: Path, overrides: list[str]) -> str:
         if "balance/share_encoder" in res["history"]:
             ratios = " ".join(f"{u.step}:{u.ratio:.2f}" for u in values)
             moved = first_move(values)
+            aux = first_aux(values, steps or values[-1].step)
         else:
-            ratios, moved = "no probes", None
+            ratios, moved, aux = "no probes", None, None
         lines.append(
             f"| {res['key']} | ×{res['spec']['ratio']:g} | {100 * res['accuracy']:.1f}% "
-            f"| {early} | {cells} | {fire if fire else '-'} | {ratios} | {moved if moved else '-'} |"
+            f"| {early} | {cells} | {fire or '-'} | {ratios} | {moved or '-'} | {aux or '-'} |"
         )
     return "\n".join(lines)
 

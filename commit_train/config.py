@@ -275,6 +275,12 @@ class BalanceConfig(_Section):
     aux: str = "self_distill"
     aux_weight: float = Field(0.1, ge=0, description="λ")
     aux_temperature: float = Field(0.5, gt=0, description="τ")
+    aux_weighting: Literal["deviation", "excess"] = Field(
+        "deviation",
+        description="deviation: λ·|s̄ − s_target|/s_target (METHOD.md §4); excess: only the "
+        "part of the deviation beyond the robust rule's dead zone (z standard errors), 0 "
+        "until the first update; robust rules only",
+    )
     cd_period: int = Field(10, ge=1)
 
     @field_validator("aux")
@@ -291,6 +297,12 @@ class BalanceConfig(_Section):
         if self.lr_bounds[0] > self.lr_bounds[1]:
             lo, hi = self.lr_bounds
             raise ValueError(f"balance.r_min ({lo}) > balance.r_max ({hi})")
+        if self.aux_weighting == "excess" and self.rule == "proportional":
+            raise ValueError(
+                "balance.aux_weighting: excess needs a standard error of s̄, which only the "
+                "robust rules (balance.rule: robust | slow_dominant) estimate; use "
+                "aux_weighting: deviation with balance.rule: proportional"
+            )
         return self
 
     def _resolved(self, name: str) -> float:

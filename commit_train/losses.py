@@ -77,14 +77,18 @@ def self_distill(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return per_entry.sum(dim=-1).mean()
 
 
-def aux_weight(lam: float, s_bar: float | None, s_target: float) -> float:
-    """``λ_t = λ · |s̄ − s_target| / s_target``: the aux loss matters only when imbalanced.
+def aux_weight(lam: float, s_bar: float | None, s_target: float, dead_zone: float = 0.0) -> float:
+    """``λ_t = λ · max(0, |s̄ − s_target| − dead_zone) / s_target``: the aux loss matters only
+    when imbalanced.
 
-    Returns 0 when s̄ is unknown (no valid probe yet) or non-finite, so the aux term cannot
-    act on stale or broken balance information.
+    ``dead_zone`` 0 is METHOD.md §4's weight. A positive one (``balance.aux_weighting:
+    excess``: the robust rule's z standard errors) weights only the part of the deviation
+    the probes can tell from noise, so the aux term acts on the same evidence the LR step
+    does. Returns 0 when s̄ is unknown (no valid probe yet) or non-finite, so the aux term
+    cannot act on stale or broken balance information.
     """
     if s_target <= 0:
         raise ValueError(f"s_target must be > 0, got {s_target}")
     if s_bar is None or not math.isfinite(s_bar):
         return 0.0
-    return lam * abs(s_bar - s_target) / s_target
+    return lam * max(0.0, abs(s_bar - s_target) - dead_zone) / s_target

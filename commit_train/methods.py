@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from commit_train.balance import BalanceProbe
-from commit_train.config import RunConfig
+from commit_train.config import BalanceConfig, RunConfig
 from commit_train.errors import ConfigError
 from commit_train.hooks import SIDES, StepHooks
 from commit_train.losses import aux_weight, get_aux
@@ -56,6 +56,21 @@ def check_probe_setup(cfg: RunConfig) -> None:
         problems = cfg.balance.schedule_problems()
         if problems:
             raise ConfigError(f"method {cfg.method!r}: " + "; ".join(problems))
+
+
+def scheduled_aux_weight(bal: BalanceConfig, sched: CoordinatedLRScheduler) -> float:
+    """λ_t from the scheduler's s̄ and, for ``aux_weighting: excess``, its dead zone.
+
+    Excess weighting needs the standard error of an update; before the first one there is
+    no evidence of imbalance, so the weight is 0.
+    """
+    dead_zone = 0.0
+    if bal.aux_weighting == "excess":
+        se = sched.signal_se
+        if se is None:
+            return 0.0
+        dead_zone = bal.z * se
+    return aux_weight(bal.aux_weight, sched.signal_avg, bal.s_target, dead_zone)
 
 
 class MethodHooks(StepHooks):
@@ -96,10 +111,13 @@ class MethodHooks(StepHooks):
             return ("encoder",) if (step // self.bal.cd_period) % 2 == 0 else ("llm",)
         return SIDES
 
+    def aux_weight(self) -> float:
+        return scheduled_aux_weight(self.bal, self.sched)
+
     def extra_loss(self, step: int, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.aux_fn is None:
             return {}
-        w = aux_weight(self.bal.aux_weight, self.sched.signal_avg, self.bal.s_target)
+        w = self.aux_weight()
         if w == 0.0:
             return {"loss/aux": out["logits"].new_zeros((), dtype=torch.float32)}
         return {"loss/aux": w * self.aux_fn(out["logits"], self.bal.aux_temperature)}
@@ -162,9 +180,7 @@ class MethodHooks(StepHooks):
             if self.sched.signal_avg is not None:
                 logs["balance/signal_avg"] = self.sched.signal_avg
             if self.aux_fn is not None:
-                logs["balance/aux_weight"] = aux_weight(
-                    self.bal.aux_weight, self.sched.signal_avg, self.bal.s_target
-                )
+                logs["balance/aux_weight"] = self.aux_weight()
         return logs
 
     def state_dict(self) -> dict[str, Any]:

@@ -54,7 +54,7 @@ def test_report_marks_firing_runs_and_skips_results_without_histories(tmp_path):
     cols = {k: [c.strip() for c in v.strip("|").split("|")] for k, v in rows.items()}
     assert "100:0.20*" in cols["degraded"][4] and cols["degraded"][5] == "100"
     assert "*" not in cols["healthy"][4] and cols["healthy"][5] == "-"
-    assert cols["healthy"][6:] == ["no probes", "-"]
+    assert cols["healthy"][6:] == ["no probes", "-", "-"]
 
 
 def test_early_ratios_are_window_medians_of_the_raw_ratio():
@@ -101,6 +101,16 @@ def test_rule_replay_keeps_r_on_noise_and_raises_a_starved_encoder():
     # the same starved signal on a degrading encoder never raises it
     degraded = gr.replay(_with_probes(_history(0.2), [0.1, 0.2, 0.15]), cfg, 300)
     assert max(u.ratio for u in degraded) == 1.0
+
+
+def test_replay_says_when_excess_weighted_aux_would_act():
+    cfg = _cfg()
+    noisy = gr.replay(_with_probes(_history(1.5), [0.2, 0.8, 0.35, 0.65, 0.5]), cfg, 300)
+    assert all(u.aux == 0.0 for u in noisy) and gr.first_aux(noisy, 300) is None
+    # a significant imbalance weights L_aux from the first update on, guard or not
+    starved = gr.replay(_with_probes(_history(0.2), [0.1, 0.2, 0.15]), cfg, 300)
+    assert gr.first_aux(starved, 300) == 50 and all(u.aux > 0 for u in starved)
+    assert gr.first_aux(starved, 50) is None  # a weight set after the last step acts on none
 
 
 CACHE = Path(__file__).resolve().parents[2] / "benchmarks/results/compare_cache_v3"

@@ -110,3 +110,12 @@ def test_aux_weight():
     assert aux_weight(0.0, 0.9, 0.5) == 0.0
     with pytest.raises(ValueError):
         aux_weight(0.1, 0.5, 0.0)
+
+
+def test_aux_weight_dead_zone_weights_only_the_excess():
+    # |0.7 - 0.5| = 0.2, of which 0.15 lies beyond a 0.05 dead zone
+    assert aux_weight(0.1, 0.7, 0.5, dead_zone=0.05) == pytest.approx(0.1 * 0.15 / 0.5)
+    assert aux_weight(0.1, 0.3, 0.5, dead_zone=0.05) == pytest.approx(0.1 * 0.15 / 0.5)
+    # a deviation inside the dead zone (noise) gives no aux term at all, not a negative one
+    assert aux_weight(0.1, 0.6, 0.5, dead_zone=0.2) == 0.0
+    assert aux_weight(0.1, None, 0.5, dead_zone=0.0) == 0.0

@@ -186,6 +186,41 @@ def test_aux_loss_logged_for_aux_methods(tiny_parts, tmp_path, monkeypatch, meth
     assert rec.series("loss/train") == pytest.approx(total)
 
 
+def test_excess_aux_weight_acts_only_beyond_the_dead_zone(tiny_parts, tmp_path, monkeypatch):
+    """``aux_weighting: excess``: no aux term before the first update (no standard error
+    yet), then λ·max(0, |s̄ − t| − z·SE)/t from the values the scheduler logs."""
+    bal = {"aux_weighting": "excess", "probe_every": 1, "update_every": 3, "z": 0.5}
+    rec = run_recorded(tiny_parts, tmp_path, monkeypatch, method="commit_clr", balance=bal, steps=9)
+    aux = rec.series("loss/aux")
+    assert aux[:3] == [0.0, 0.0, 0.0]  # steps 1-3 run before the first update
+    b = rec.cfg.balance
+    weights = rec.history["balance/aux_weight"]
+    s_bar = dict(rec.history["balance/signal_avg"])
+    se = dict(rec.history["balance/signal_se"])
+    assert sorted(se) == [3, 6, 9]  # the updates
+    for step, w in weights:  # logged with every probe; it holds the last update's value
+        last = max((u for u in se if u <= step), default=None)
+        if last is None:
+            assert w == 0.0
+            continue
+        excess = max(0.0, abs(s_bar[last] - b.s_target) - b.z * se[last])
+        assert w == pytest.approx(b.aux_weight * excess / b.s_target)
+    assert any(w > 0 for _, w in weights)  # this tiny model is far from balance
+
+
+def test_excess_aux_weight_is_silent_on_noise(tiny_parts, tmp_path, monkeypatch):
+    """Where no deviation is significant, ``commit`` with excess weighting is exactly
+    ``commit_sched``: the aux loss cannot lock in the model's early guesses on noise."""
+    bal = {"aux_weighting": "excess", "probe_every": 1, "update_every": 3, "z": 1e6}
+    losses = {}
+    for method in ("commit", "commit_sched"):
+        rec = run_recorded(
+            tiny_parts, tmp_path / method, monkeypatch, method=method, balance=bal, steps=6
+        )
+        losses[method] = rec.series("loss/train")
+    assert losses["commit"] == pytest.approx(losses["commit_sched"], rel=1e-6, abs=1e-7)
+
+
 def _model_and_batch(parts, tmp_path, method):
     raw = tiny_recipe_dict(parts, tmp_path / "run")
     raw["method"] = method
@@ -253,6 +288,11 @@ BAD = [
     (["balance.aux_temperature=0"], r"balance\.aux_temperature"),
     (["balance.signal=entropy"], r"balance\.signal"),
     (["balance.aux=sharpen"], r"balance\.aux: .*'sharpen'.*self_distill"),
+    (["balance.aux_weighting=always"], r"balance\.aux_weighting"),
+    (
+        ["balance.aux_weighting=excess", "balance.rule=proportional"],
+        r"aux_weighting: excess needs a standard error.*robust rules",
+    ),
     (["method=commit_v2"], r"(?m)^\s*method: "),
     (
         ["method=commit", "model.tuning.encoder=freeze", "model.tuning.projector=freeze"],
