@@ -169,6 +169,21 @@ def _verdict(diff: float, noise: float) -> str:
     return "within noise" if abs(diff) <= 2 * noise else "worse"
 
 
+def resolution(d: float, sd: float, n: int) -> str:
+    """Whether a paired difference stands out of its seed noise: 2 standard errors.
+
+    Paired by seed because both arms share the float path until the method first acts,
+    which halves the spread on these benchmarks (BENCHMARKS.md, issue 15's headline); the
+    figure is the smallest difference these seeds can detect, which a reader needs before
+    reading a "met" or "better" off a noisy cell.
+    """
+    if n < 2 or math.isnan(sd):
+        return "one seed: noise unknown"
+    se2 = 2 * sd / math.sqrt(n) * 100
+    verdict = "resolved" if abs(d) * 100 > se2 else "not resolved from seed noise"
+    return f"2 paired standard errors {se2:.1f} points: {verdict}"
+
+
 def goal_lines(rows, bench: str) -> list[str]:
     """The issue's goals, for ``commit`` and each of its variants (``commit@...``)."""
     commits = sorted(
@@ -186,7 +201,7 @@ def goal_lines(rows, bench: str) -> list[str]:
                 f"- ×{ratio:g} (mis-set): {name} − constant = **{d * 100:+.1f} ± {sd * 100:.1f} "
                 f"points** ({n} seed{'s' if n != 1 else ''}), steps to Constant's final val loss "
                 f"**{'not reached' if math.isnan(sr) else f'{sr:.2f}×'}**; goal (≥ +2 points and "
-                f"≤ 0.8×): **{'met' if ok else 'not met'}**"
+                f"≤ 0.8×): **{'met' if ok else 'not met'}** ({resolution(d, sd, n)})"
             )
         base = [(m, rows[(bench, 1.0, m)]["acc"][0]) for m in BASELINES if (bench, 1.0, m) in rows]
         if (bench, 1.0, name) in rows and base:
@@ -195,7 +210,8 @@ def goal_lines(rows, bench: str) -> list[str]:
             noise = max(sd, rows[(bench, 1.0, best)]["acc"][1]) if n > 1 else math.nan
             lines.append(
                 f"- ×1 (tuned): {name} − best baseline ({best}) = **{d * 100:+.1f} points** "
-                f"({n} seed{'s' if n != 1 else ''}): {_verdict(d, noise)}"
+                f"({n} seed{'s' if n != 1 else ''}): {_verdict(d, noise)} "
+                f"({resolution(d, sd, n)})"
             )
     return lines
 

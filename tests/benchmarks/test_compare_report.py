@@ -58,6 +58,9 @@ def test_summary_pairs_seeds_and_goal_lines_judge_the_targets():
     lines = rep.goal_lines(rows, "vision")
     assert len(lines) == 2  # one line per goal, however many ratios the rows hold
     assert "**met**" in lines[0] and "+5.0" in lines[0]
+    # paired sd 1 point over 3 seeds: 2 standard errors = 1.2 points, so +5 stands out
+    assert "2 paired standard errors 1.2 points: resolved" in lines[0]
+    assert "not resolved from seed noise" in lines[1]  # +0.1 against the same spread
     assert "within noise" in lines[1] or "better" in lines[1]
     table = rep.table(rows, "vision")
     assert "| ×10 | commit | 0,1,2 | 45.0 ± 1.0 |" in table
@@ -72,6 +75,7 @@ def test_goal_not_met_when_commit_never_reaches_constant_loss():
     assert math.isnan(rows[("vision", 0.1, "commit")]["steps_ratio"][0])
     (line,) = rep.goal_lines(rows, "vision")
     assert "not reached" in line and "**not met**" in line
+    assert "one seed: noise unknown" in line
 
 
 def test_scheduler_table_shows_signal_noise_and_how_far_r_moved():
