@@ -352,6 +352,29 @@ def findings_table(rows, bench: str) -> str:
     return "\n".join(lines)
 
 
+def departure_step(run: dict, constant: dict | None) -> str:
+    """The first step whose training loss differs from Constant's run of the same seed.
+
+    Nothing a CoMMIT method does can change the loss before its first probe's result is
+    used, so a departure at or before that step is the float path (another machine or
+    thread count), not the method: on these benchmarks such a rounding difference alone
+    moved one run's accuracy by 25-34 points (BENCHMARKS.md, issue 15's headline).
+    """
+    if constant is None:
+        return "–"
+    mine = dict(run["history"].get("loss/train", []))
+    ref = dict(constant["history"].get("loss/train", []))
+    steps = sorted(set(mine) & set(ref))
+    if not steps:
+        return "–"
+    step = next((s for s in steps if abs(mine[s] - ref[s]) > 1e-6 * max(1.0, abs(ref[s]))), None)
+    if step is None:
+        return "never"
+    probes = run["history"].get("balance/share_encoder", [])
+    first_probe = probes[0][0] if probes else math.inf
+    return f"{step:g} (float path)" if step <= first_probe else f"{step:g}"
+
+
 def scheduler_table(rows, bench: str) -> str:
     """What the κ scheduler saw and did in each scheduled run (METHOD.md §3).
 
@@ -361,12 +384,14 @@ def scheduler_table(rows, bench: str) -> str:
     """
     lines = [
         "| encoder LR | method | seed | per-probe share_encoder: mean ± std (min – max) "
-        "| LR ratio r: min – max, final |",
-        "|---|---|---|---|---|",
+        "| LR ratio r: min – max, final | leaves Constant's training loss at step |",
+        "|---|---|---|---|---|---|",
     ]
     for (b, ratio, method), row in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][2])):
         if b != bench or row["method"] not in SCHEDULED:
             continue
+        const = rows.get((b, ratio, "constant"), {"results": []})["results"]
+        const_by_seed = {c["spec"]["seed"]: c for c in const}
         for r in sorted(row["results"], key=lambda r: r["spec"]["seed"]):
             share = [v for _, v in r["history"].get("balance/share_encoder", [])]
             lr_r = [v for _, v in r["history"].get("balance/lr_ratio", [])]
@@ -376,7 +401,7 @@ def scheduler_table(rows, bench: str) -> str:
             lines.append(
                 f"| ×{ratio:g} | {method} | {r['spec']['seed']} | {m:.2f} ± {sd:.2f} "
                 f"({min(share):.2f} – {max(share):.2f}) | {min(lr_r):.3g} – {max(lr_r):.3g}, "
-                f"{lr_r[-1]:.3g} |"
+                f"{lr_r[-1]:.3g} | {departure_step(r, const_by_seed.get(r['spec']['seed']))} |"
             )
     return "\n".join(lines) if len(lines) > 2 else ""
 

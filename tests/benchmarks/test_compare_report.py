@@ -82,14 +82,30 @@ def test_scheduler_table_shows_signal_noise_and_how_far_r_moved():
     noisy = _result("commit", 10.0, 0, [2.0, 1.0], 0.4)
     noisy["history"]["balance/share_encoder"] = [[10, 0.1], [20, 0.9], [30, 0.2]]
     noisy["history"]["balance/lr_ratio"] = [[50, 1.0], [100, 9.0], [150, 2.5]]
-    rows = rep.summarise([noisy, _result("constant", 10.0, 0, [2.0, 1.0], 0.4)])
+    noisy["history"]["loss/train"] = [[s, 3.0 - 0.1 * s] for s in range(1, 20)]
+    const = _result("constant", 10.0, 0, [2.0, 1.0], 0.4)
+    const["history"]["loss/train"] = [[s, 3.0 - 0.1 * s] for s in range(1, 20)]
+    const["history"]["loss/train"][11][1] += 0.01  # step 12: after the first probe (step 10)
+    rows = rep.summarise([noisy, const])
     table = rep.scheduler_table(rows, "vision")
-    assert "| ×10 | commit | 0 | 0.40 ± 0.44 (0.10 – 0.90) | 1 – 9, 2.5 |" in table
+    assert "| ×10 | commit | 0 | 0.40 ± 0.44 (0.10 – 0.90) | 1 – 9, 2.5 | 12 |" in table
     assert "constant" not in table  # constant LR is not scheduled: nothing to show
     assert (
         rep.scheduler_table(rep.summarise([_result("constant", 1.0, 0, [1.0], 0.4)]), "vision")
         == ""
     )
+
+
+def test_departure_step_tells_the_float_path_from_the_method():
+    run = _result("commit_sched", 10.0, 0, [1.0], 0.4)
+    const = _result("constant", 10.0, 0, [1.0], 0.4)
+    loss = [[s, 5.0 / s] for s in range(1, 30)]
+    run["history"]["loss/train"] = [list(p) for p in loss]
+    const["history"]["loss/train"] = [list(p) for p in loss]
+    assert rep.departure_step(run, const) == "never"  # r never moved: Constant's run exactly
+    run["history"]["loss/train"][2][1] += 1e-4  # step 3, before the first probe (step 10)
+    assert rep.departure_step(run, const) == "3 (float path)"
+    assert rep.departure_step(run, None) == "–"  # no Constant run of this seed
 
 
 def test_findings_show_kappa_by_quarter_and_the_grad_norm_decay():
