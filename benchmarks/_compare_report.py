@@ -12,7 +12,7 @@ import math
 import re
 import shlex
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -406,6 +406,25 @@ def scheduler_table(rows, bench: str) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def machines_line(results: list[dict], here: str) -> str:
+    """Where the reported runs ran, from what each cached result recorded.
+
+    A report is often made from a cache filled on other machines; labelling it with the
+    machine that merely formatted it would misstate timings and float paths alike.
+    """
+    counts = Counter(r.get("machine") for r in results)
+    unrecorded = counts.pop(None, 0)
+    if not unrecorded and len(counts) == 1:
+        return f"Machine: {next(iter(counts))}"
+    parts = [f"{m} ({n} run{'s' if n != 1 else ''})" for m, n in sorted(counts.items())]
+    if unrecorded:
+        parts.append(
+            f"{unrecorded} run{'s' if unrecorded != 1 else ''} cached before runs recorded "
+            f"their machine (the text around this section says where; report made on {here})"
+        )
+    return "Machines: " + "; ".join(parts)
+
+
 def report(args, write: bool, plots_dir: Path | None = None) -> str:
     """Tables and plots from the cache; BENCHMARKS.md sections when ``write``.
 
@@ -450,7 +469,7 @@ def report(args, write: bool, plots_dir: Path | None = None) -> str:
                 f"![{bench} balance findings](benchmarks/results/{fpath.name})"
             )
     cmd = "python benchmarks/compare_methods.py " + shlex.join(args.argv)
-    head = f"Command: `{cmd.strip()}` (cached runs: `--report-only`)\n\nMachine: {machine()}\n\n"
+    head = f"Command: `{cmd.strip()}` (cached runs: `--report-only`)\n\n{machines_line(results, machine())}\n\n"
     body = head + "\n\n".join(parts)
     print(body)
     if findings:

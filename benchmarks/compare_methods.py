@@ -190,11 +190,15 @@ def run_one(spec: RunSpec, cache: Path) -> dict:
     import torch
     from mlflow.tracking import MlflowClient
 
+    from benchmarks._report import machine
     from commit_train.config import load_config
     from commit_train.trainer import train
     from evaluation.runner import evaluate_model
 
     torch.set_num_threads(spec.threads)
+    # recorded per run: the float path differs between machines, and one seed's accuracy
+    # with it (BENCHMARKS.md, issue 15), so a cached run must say where it ran
+    host = machine()
     work = run_dir(spec, cache) / "work"
     shutil.rmtree(work, ignore_errors=True)
     cfg = load_config(spec.recipe_path, spec.overrides(work, cache))
@@ -236,6 +240,7 @@ def run_one(spec: RunSpec, cache: Path) -> dict:
         "eval_s": eval_s,
         "step_time_s": res.step_time_s,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "machine": host,
         "history": hist,
     }
     shutil.rmtree(work, ignore_errors=True)  # the model is not needed once it is scored

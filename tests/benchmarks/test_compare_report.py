@@ -219,6 +219,7 @@ def test_compare_runs_end_to_end_on_a_tiny_recipe_and_caches(
     assert r["lr_encoder"] == pytest.approx(10 * 1e-3) and r["n_test"] == 16
     assert [s for s, _ in r["history"]["loss/val"]] == [2, 4]
     assert r["history"]["balance/kappa"] and r["peak_rss_mb"] > 0
+    assert "cores" in r["machine"]  # where it ran travels with the cached result
     assert not (results[0].parent / "work").exists()  # the model is deleted once scored
     mtimes = [p.stat().st_mtime for p in results]
     assert compare_methods.main(argv) == 0  # everything cached: nothing retrained
@@ -275,3 +276,14 @@ def test_the_report_averages_only_runs_scored_on_the_same_questions(tmp_path):
         [*argv[:-4], "--ratios", "1", "--seeds", "0", "--cache", str(tmp_path)]
     )
     assert rep.load_results(other_ratio) == []
+
+
+def test_machines_line_says_where_the_cached_runs_ran():
+    a, b = _result("constant", 1.0, 0, [1.0], 0.5), _result("commit", 1.0, 0, [1.0], 0.5)
+    a["machine"] = b["machine"] = "Xeon (AVX512)"
+    assert rep.machines_line([a, b], "EPYC (AVX2)") == "Machine: Xeon (AVX512)"
+    b["machine"] = "EPYC (AVX2)"
+    old = _result("constant", 1.0, 1, [1.0], 0.5)  # cached before runs recorded it
+    line = rep.machines_line([a, b, old], "EPYC (AVX2)")
+    assert line.startswith("Machines: EPYC (AVX2) (1 run); Xeon (AVX512) (1 run); 1 run cached")
+    assert "report made on EPYC (AVX2)" in line
