@@ -172,10 +172,11 @@ def _verdict(diff: float, noise: float) -> str:
 def resolution(d: float, sd: float, n: int) -> str:
     """Whether a paired difference stands out of its seed noise: 2 standard errors.
 
-    Paired by seed because both arms share the float path until the method first acts,
-    which halves the spread on these benchmarks (BENCHMARKS.md, issue 15's headline); the
-    figure is the smallest difference these seeds can detect, which a reader needs before
-    reading a "met" or "better" off a noisy cell.
+    Paired by seed because both arms share the float path until the method first acts, so
+    the seed's own luck cancels where it can (at vision ×1 the paired spread was half the
+    unpaired one; at vision ×10 it was not: BENCHMARKS.md, issue 15's headline). The figure
+    is the smallest difference these seeds can detect, which a reader needs before reading
+    a "met" or "better" off a noisy cell.
     """
     if n < 2 or math.isnan(sd):
         return "one seed: noise unknown"
