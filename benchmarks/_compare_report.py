@@ -16,11 +16,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from commit_train.methods import SCHEDULED  # the methods whose LRs the κ scheduler moves
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results"
 BASELINES = ("constant", "feature_cd", "language_cd", "alternating_cd")
-#: methods whose LRs the κ scheduler moves (METHOD.md §5)
-SCHEDULED = ("commit_sched", "commit")
 
 
 def row_name(result: dict) -> str:
