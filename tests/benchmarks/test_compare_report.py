@@ -58,12 +58,39 @@ def test_summary_pairs_seeds_and_goal_lines_judge_the_targets():
     lines = rep.goal_lines(rows, "vision")
     assert len(lines) == 2  # one line per goal, however many ratios the rows hold
     assert "**met**" in lines[0] and "+5.0" in lines[0]
-    # paired sd 1 point over 3 seeds: 2 standard errors = 1.2 points, so +5 stands out
-    assert "2 paired standard errors 1.2 points: resolved" in lines[0]
+    # paired sd 1 point over 3 seeds: t(2) 4.30 · 1 / √3 = 2.5 points, so +5 stands out
+    assert "paired t, 95% half width 2.5 points: resolved" in lines[0]
+    assert "float path" not in lines[0]  # synthetic runs have no training loss to compare
     assert "not resolved from seed noise" in lines[1]  # +0.1 against the same spread
     assert "within noise" in lines[1] or "better" in lines[1]
     table = rep.table(rows, "vision")
     assert "| ×10 | commit | 0,1,2 | 45.0 ± 1.0 |" in table
+
+
+def test_two_seeds_do_not_resolve_what_two_standard_errors_would():
+    # issue 15's vision ×0.1 old-rule cell: −3.0 ± 1.6 points over 2 seeds was printed as
+    # "resolved" (2 · 1.6 / √2 = 2.3); the 95% half width with 1 df is 14 points
+    assert "not resolved" in rep.resolution(-0.030, 0.016, 2)
+    assert "half width 14.4 points" in rep.resolution(-0.030, 0.016, 2)
+    assert rep.resolution(-0.050, 0.016, 3).endswith(": resolved")  # 4.0 points with 2 df
+    assert rep.resolution(0.05, math.nan, 1) == "one seed: noise unknown"
+
+
+def test_goal_lines_say_when_the_pairing_cancels_nothing():
+    results = []
+    for seed, (c_acc, m_acc) in enumerate([(0.40, 0.45), (0.42, 0.46), (0.38, 0.44)]):
+        const = _result("constant", 10.0, seed, [2.0, 1.6, 1.3, 1.0], c_acc)
+        run = _result("commit", 10.0, seed, [1.9, 1.2, 1.0, 0.9], m_acc)
+        loss = [[s, 5.0 / s] for s in range(1, 30)]
+        const["history"]["loss/train"] = [list(p) for p in loss]
+        run["history"]["loss/train"] = [list(p) for p in loss]
+        if seed == 2:  # another machine: the loss parts at step 2, before the probe at 10
+            run["history"]["loss/train"][1][1] += 1e-3
+        results += [const, run]
+    rows = rep.summarise(results)
+    assert rep.off_path_pairs(rows, "vision", 10.0, "commit") == 1
+    (line,) = rep.goal_lines(rows, "vision")
+    assert "1 of 3 pairs left Constant's float path before the first probe" in line
 
 
 def test_goal_not_met_when_commit_never_reaches_constant_loss():
