@@ -203,12 +203,17 @@ def t_quantile(df: int) -> float:
     return float(student_t.ppf(0.975, df))
 
 
+def constant_by_seed(rows, bench: str, ratio: float) -> dict[int, dict]:
+    """Constant's cached runs of one cell, by seed: the reference each method run pairs with."""
+    const = rows.get((bench, ratio, "constant"), {"results": []})["results"]
+    return {c["spec"]["seed"]: c for c in const}
+
+
 def off_path_pairs(rows, bench: str, ratio: float, name: str) -> int:
     """How many of ``name``'s runs left Constant's same-seed run on the float path."""
-    row, const = rows.get((bench, ratio, name)), rows.get((bench, ratio, "constant"))
-    if not row or not const:
+    row, by_seed = rows.get((bench, ratio, name)), constant_by_seed(rows, bench, ratio)
+    if not row:
         return 0
-    by_seed = {c["spec"]["seed"]: c for c in const["results"]}
     return sum(
         departure_step(r, by_seed[r["spec"]["seed"]]).endswith("(float path)")
         for r in row["results"]
@@ -424,8 +429,7 @@ def scheduler_table(rows, bench: str) -> str:
     for (b, ratio, method), row in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][2])):
         if b != bench or row["method"] not in SCHEDULED:
             continue
-        const = rows.get((b, ratio, "constant"), {"results": []})["results"]
-        const_by_seed = {c["spec"]["seed"]: c for c in const}
+        const_by_seed = constant_by_seed(rows, b, ratio)
         for r in sorted(row["results"], key=lambda r: r["spec"]["seed"]):
             share = [v for _, v in r["history"].get("balance/share_encoder", [])]
             lr_r = [v for _, v in r["history"].get("balance/lr_ratio", [])]
